@@ -16,6 +16,7 @@ INSTALL_REQUIRES = [
     "tensorflow-datasets==4.9.10",
     "gin-config==0.5.0",
     "clu==0.0.12",
+    "tensorboard==2.21.0",  # clu's SummaryWriter backend
     "sentencepiece==0.2.3",
     "tensorstore",
     "safetensors",
@@ -42,6 +43,9 @@ setuptools.setup(
     entry_points={
         "console_scripts": [
             "rec_t5x_fetch_data=rec_t5x.data.fetch:main",
+            "rec_t5x_train=rec_t5x.train:console_main",
+            "rec_t5x_eval=rec_t5x.eval:console_main",
+            "rec_t5x_infer=rec_t5x.infer:console_main",
         ],
     },
 )
