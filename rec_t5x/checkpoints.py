@@ -151,13 +151,17 @@ class CheckpointManager:
       items[INPUT_ITEM] = ocp.args.JsonSave(_encode_input_state(input_state))
     return self._manager.save(step, args=ocp.args.Composite(**items), force=True)
 
-  def restore(self, abstract_state: Any, step: int | None = None) -> tuple[Any, Any]:
+  def restore(self, abstract_state: Any, step: int | None = None,
+              restore_input: bool = True) -> tuple[Any, Any]:
     """Restores the state (and input position) of `step` (default: latest).
 
     Args:
       abstract_state: TrainState of jax.ShapeDtypeStruct with target shardings
         (`Trainer.abstract_state`); arrays are placed on those shardings.
       step: which step; default the latest.
+      restore_input: also restore the input pipeline position. Pass False to restore a
+        checkpoint written by a different number of processes (each process saved its own
+        shard's position, so positions do not carry over to another process count).
 
     Returns:
       (state, input_state or None).
@@ -173,7 +177,7 @@ class CheckpointManager:
     elif step not in steps:
       raise FileNotFoundError(f"no checkpoint for step {step} in {self.directory}; have {steps}")
     items = {STATE_ITEM: ocp.args.StandardRestore(abstract_state)}
-    has_input = (self.directory / str(step) / INPUT_ITEM).exists()
+    has_input = restore_input and (self.directory / str(step) / INPUT_ITEM).exists()
     if has_input:
       items[INPUT_ITEM] = ocp.args.JsonRestore()
     restored = self._manager.restore(step, args=ocp.args.Composite(**items))

@@ -226,7 +226,7 @@ def parse_gin_flags() -> None:
 
 
 def initialize_distributed() -> None:
-  """Calls `jax.distributed.initialize` when --coordinator_address is given.
+  """Starts JAX's distributed runtime (`rec_t5x.distributed.initialize`) when the flags are given.
 
   Raises:
     ConfigError: when only some of the three distributed flags are given.
@@ -239,9 +239,8 @@ def initialize_distributed() -> None:
   if missing:
     raise ConfigError(f"multi-process runs need all of --coordinator_address, --process_count and "
                       f"--process_index; missing {['--' + m for m in missing]}")
-  import jax  # Imported late so flag parsing stays cheap.
-  jax.distributed.initialize(coordinator_address=FLAGS.coordinator_address,
-                             num_processes=FLAGS.process_count, process_id=FLAGS.process_index)
+  from rec_t5x import distributed  # Imported late so flag parsing stays cheap.
+  distributed.initialize(FLAGS.coordinator_address, FLAGS.process_count, FLAGS.process_index)
 
 
 def write_config(model_dir: str | os.PathLike, name: str = "config.gin") -> pathlib.Path:
