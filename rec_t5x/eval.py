@@ -6,8 +6,11 @@
 Each task of the mixture (or the task itself) is evaluated on its split; results go to
 `EVAL_OUTPUT_DIR/eval_metrics.json` and to TensorBoard runs `EVAL_OUTPUT_DIR/eval/<task>`.
 `evaluate_batches` and `eval_dataset_configs` are also the training loop's periodic evaluation.
-Decoding metrics (seqio.Evaluator with predict / score callables) come later and plug in beside
-`teacher_forced_metrics`.
+With `decode_config` (an `rec_t5x.evaluation.EvalConfig`, set in gin/runs/eval.gin) the
+retrieval / ranking / rating tasks are also decoded through `seqio.Evaluator`
+(`rec_t5x.evaluation`): whole-catalogue constrained retrieval, likelihood and generated ranking,
+decoded and expected ratings. Their metrics join each task's entry of eval_metrics.json and the
+TensorBoard runs; per-example predictions go to `EVAL_OUTPUT_DIR/predictions/<task>.jsonl`.
 """
 import dataclasses
 import json
@@ -20,6 +23,7 @@ import gin
 import jax
 import seqio
 
+from rec_t5x import evaluation
 from rec_t5x import gin_utils
 from rec_t5x import input_pipeline
 from rec_t5x import models
@@ -155,7 +159,8 @@ def load_params(model: models.EncoderDecoderModel, partitioner: partitioning.Par
 
 def evaluate(*, model: models.EncoderDecoderModel, dataset_cfg: input_pipeline.DatasetConfig,
              partitioner: partitioning.Partitioner, checkpoint_path: str, output_dir: str,
-             eval_steps: int | None = None) -> dict[str, dict[str, float]]:
+             eval_steps: int | None = None,
+             decode_config: evaluation.EvalConfig | None = None) -> dict[str, dict[str, float]]:
   """Evaluates one checkpoint (gin-configured in `__main__`).
 
   Args:
@@ -164,7 +169,8 @@ def evaluate(*, model: models.EncoderDecoderModel, dataset_cfg: input_pipeline.D
     partitioner: mesh.
     checkpoint_path: one of our run / step directories, or a T5X / Hugging Face checkpoint.
     output_dir: where eval_metrics.json and the TensorBoard runs go.
-    eval_steps: at most this many batches per task (None: the whole split).
+    eval_steps: at most this many batches per task (None: the whole split) of teacher forcing.
+    decode_config: decoding evaluation settings (None: teacher forcing only).
 
   Returns:
     task name -> metrics.
@@ -175,6 +181,15 @@ def evaluate(*, model: models.EncoderDecoderModel, dataset_cfg: input_pipeline.D
   datasets = build_eval_datasets(eval_dataset_configs(dataset_cfg), partitioner, eval_steps)
   results = teacher_forced_metrics(trainer, params, datasets)
   step = _checkpoint_step(pathlib.Path(checkpoint_path))
+  if decode_config is not None:
+    decoder = evaluation.DecodingEvaluator(
+        dataset_cfg.mixture_or_task_name, dataset_cfg.split, dict(dataset_cfg.task_feature_lengths),
+        model.module, partitioner, trainer.state_shardings.params, decode_config, params)
+    decoded = decoder(params, step)
+    for name, metrics in decoded.items():
+      results.setdefault(name, {}).update(metrics)
+    if jax.process_index() == 0 and decoded:
+      decoder.write(output_dir, step, decoded)
   out = pathlib.Path(output_dir)
   logger = summaries.RunLogger(out, total_steps=step)
   for name, metrics in results.items():

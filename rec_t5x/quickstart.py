@@ -6,9 +6,12 @@ Steps: load (build on first run, reuse later) the processed dataset and print it
 one example of every registered task (each split) and every mixture of the dataset through SeqIO,
 with token counts; then train the tiny T5 on the `rec_all` mixture with the gin experiment
 `gin/experiments/<dataset>_tiny_rec_all.gin` via the `rec_t5x.train` binary, which writes an Orbax
-checkpoint, TensorBoard summaries and the operative gin config to the model directory.
+checkpoint, TensorBoard summaries and the operative gin config to the model directory; finally
+evaluate the trained model on the TEST split of retrieval / ranking / rating (every test user) with
+`rec_t5x.eval` and `gin/experiments/<dataset>_tiny_eval.gin`, and print the metrics table.
 """
 import argparse
+import json
 import pathlib
 import subprocess
 import sys
@@ -79,6 +82,25 @@ def train(dataset_name: str, model_dir: pathlib.Path) -> None:
   print(f"\nCheckpoints, TensorBoard summaries and config.gin are in {model_dir}")
 
 
+def evaluate(dataset_name: str, model_dir: pathlib.Path) -> None:
+  """TEST metrics of the trained model (rec_t5x.eval, decoding through seqio.Evaluator)."""
+  gin_file = REPO_ROOT / "gin" / "experiments" / f"{dataset_name}_tiny_eval.gin"
+  if not gin_file.is_file():
+    raise SystemExit(f"no evaluation gin file for {dataset_name}: expected {gin_file}")
+  output_dir = model_dir / "test_eval"
+  _banner(f"5. TEST metrics of the trained tiny T5 ({gin_file.relative_to(REPO_ROOT)})")
+  command = [sys.executable, "-m", "rec_t5x.eval", f"--gin_file={gin_file}",
+             f"--gin.CHECKPOINT_PATH='{model_dir}'", f"--gin.EVAL_OUTPUT_DIR='{output_dir}'"]
+  print("$ " + " ".join(command), flush=True)
+  start = time.time()
+  subprocess.run(command, check=True, cwd=REPO_ROOT)
+  from rec_t5x import evaluation  # pylint: disable=g-import-not-at-top  (loads TensorFlow)
+  results = json.loads((output_dir / "decode_metrics.json").read_text())["tasks"]
+  print(f"\nTEST metrics ({time.time() - start:.0f}s; per-example predictions in "
+        f"{output_dir / 'predictions'}):\n")
+  print(evaluation.metrics_table(results))
+
+
 def main(argv=None) -> None:
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--dataset", default="ml100k")
@@ -88,6 +110,7 @@ def main(argv=None) -> None:
   show_data(args.dataset)
   if not args.skip_train:
     train(args.dataset, pathlib.Path(args.model_dir).resolve())
+    evaluate(args.dataset, pathlib.Path(args.model_dir).resolve())
 
 
 if __name__ == "__main__":

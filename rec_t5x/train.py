@@ -24,7 +24,9 @@ import msgpack
 import numpy as np
 
 from rec_t5x import checkpoints
+from rec_t5x import distributed
 from rec_t5x import eval as eval_lib
+from rec_t5x import evaluation
 from rec_t5x import gin_utils
 from rec_t5x import input_pipeline
 from rec_t5x import models
@@ -34,6 +36,7 @@ from rec_t5x import summaries
 from rec_t5x import trainer as trainer_lib
 
 Log = Callable[[str], None]
+PERIODIC_DECODE_EXAMPLES = 64  # decoding examples per task at each periodic evaluation
 Evaluator = Callable[[Any], dict[str, dict[str, float]]]
 
 
@@ -169,15 +172,36 @@ def save_checkpoint(manager: checkpoints.CheckpointManager, step: int,
 
 def make_evaluator(trainer: trainer_lib.Trainer, config: input_pipeline.DatasetConfig | None,
                    eval_steps: int | None, log: Log) -> Evaluator | None:
-  """Teacher-forced evaluation on each task of `config` (None: no evaluation).
+  """Teacher-forced evaluation on each task of `config`, plus decoding metrics (None: no eval).
 
-  The seqio Evaluator (decoding metrics) will be a second Evaluator of the same signature.
+  The retrieval / ranking / rating tasks of the mixture are also decoded through seqio.Evaluator
+  (`rec_t5x.evaluation`), kept cheap: a seeded subset of `eval_steps * batch_size` examples per
+  task (at most `PERIODIC_DECODE_EXAMPLES`; the whole split when `eval_steps` is None), beam 20,
+  without P5's 1+99 sampled protocol (100 likelihoods per example; run it with rec_t5x.eval).
   """
   if config is None:
     return None
   datasets = eval_lib.build_eval_datasets(eval_lib.eval_dataset_configs(config, log),
                                           trainer.partitioner, eval_steps)
-  return lambda params: eval_lib.teacher_forced_metrics(trainer, params, datasets)
+  decoder = None
+  if evaluation.decoding_tasks(config.mixture_or_task_name, config.split):
+    limit = None if eval_steps is None else min(PERIODIC_DECODE_EXAMPLES,
+                                                eval_steps * config.batch_size)
+    decode_config = evaluation.EvalConfig(batch_size=config.batch_size, max_examples=limit,
+                                          sampled_negatives=0)
+    decoder = evaluation.DecodingEvaluator(
+        config.mixture_or_task_name, config.split, dict(config.task_feature_lengths),
+        trainer.model.module, trainer.partitioner, trainer.state_shardings.params, decode_config,
+        trainer.abstract_state.params)
+    log(f"periodic decoding evaluation: {decoder.task_names}, {limit or 'all'} examples per task")
+
+  def evaluate(params):
+    results = eval_lib.teacher_forced_metrics(trainer, params, datasets)
+    if decoder is not None:
+      for name, metrics in decoder(params).items():
+        results.setdefault(name, {}).update(metrics)
+    return results
+  return evaluate
 
 
 def run_loop(trainer: trainer_lib.Trainer, state: trainer_lib.TrainState,
@@ -250,7 +274,7 @@ def train(*, model: models.EncoderDecoderModel, optimizer: optimizers.Optimizer,
   loop = LoopConfig(total_steps, eval_period, eval_steps, checkpoint_period, keep_checkpoints,
                     log_period)
   if jax.process_count() > 1:
-    multihost_utils.assert_equal(np.asarray(random_seed), "random_seed differs between processes")
+    distributed.check_equal_across_processes(random_seed, "random_seed")
   model_path = pathlib.Path(model_dir)
   if jax.process_index() == 0 and config_text:
     model_path.mkdir(parents=True, exist_ok=True)
@@ -283,7 +307,10 @@ def main(argv) -> None:
   train_using_gin = gin.configurable(train)
   gin_utils.parse_gin_flags()
   try:
-    train_using_gin(config_text=gin.config_str())
+    with distributed.peer_failures():
+      train_using_gin(config_text=gin.config_str())
+  except distributed.PeerProcessError as e:
+    distributed.exit_after_peer_failure(e)
   except trainer_lib.NonFiniteLossError as e:
     print(f"rec_t5x.train: stopped: {e}", file=sys.stderr)
     sys.exit(1)
