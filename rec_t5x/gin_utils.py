@@ -29,6 +29,35 @@ if not hasattr(gin, "parse_config_files_and_bindings"):
       "named gin/ with an __init__.py on sys.path (e.g. the current directory) shadows it. Remove "
       "that __init__.py (gin files need none) or run from another directory.")
 
+
+
+def _tolerate_namespace_packages_in_gin_includes() -> None:
+  """Lets gin fall back to its search paths when an include's folder is a namespace package.
+
+  gin-config 0.5.0 first tries every `include 'a/b.gin'` as a resource of a Python package `a`
+  (`gin.resource_reader`). When the working directory holds a plain folder `a/` (for example the
+  `runs/` model directories that training creates), `importlib.util.find_spec('a')` returns a
+  namespace package whose `origin` is None, and gin's existence check crashes with a TypeError
+  instead of answering "no", so the include fails without trying the search paths. This wraps that
+  one existence check so such a folder counts as "not a package resource"; nothing else changes.
+  """
+  from gin import config as gin_config  # pylint: disable=g-import-not-at-top
+  from gin import resource_reader  # pylint: disable=g-import-not-at-top
+
+  def exists(config_path: str) -> bool:
+    try:
+      return resource_reader.system_path_file_exists(config_path)
+    except TypeError:  # A namespace package (no origin): not a packaged gin file.
+      return False
+
+  readers = gin_config._FILE_READERS  # pylint: disable=protected-access
+  for i, (reader, check) in enumerate(readers):
+    if check is resource_reader.system_path_file_exists:
+      readers[i] = (reader, exists)
+
+
+_tolerate_namespace_packages_in_gin_includes()
+
 PACKAGE_ROOT = pathlib.Path(__file__).resolve().parent
 REPO_ROOT = PACKAGE_ROOT.parent
 GIN_DIR = REPO_ROOT / "gin"

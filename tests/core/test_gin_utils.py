@@ -65,6 +65,19 @@ def test_include_via_search_path_and_bindings_override(gin_dir, clean_gin):
   assert clean_gin() == (7, 0.5, "/tmp/run")
 
 
+def test_include_works_when_the_working_directory_has_a_folder_of_that_name(
+    gin_dir, clean_gin, tmp_path_factory, monkeypatch):
+  # A plain `runs/` folder in the working directory (training's model dirs) is a namespace package
+  # to importlib; gin-config's package-resource lookup used to crash on it instead of moving on to
+  # the search paths (seen after the README's quickstart, then its tests, in the same checkout).
+  cwd = tmp_path_factory.mktemp("cwd")
+  (cwd / "runs" / "quickstart").mkdir(parents=True)
+  monkeypatch.chdir(cwd)
+  monkeypatch.syspath_prepend(str(cwd))
+  gin_utils.parse_gin(["exp.gin"], ["TRAIN_STEPS = 3"], [str(gin_dir)])
+  assert clean_gin()[0] == 3
+
+
 def test_binding_a_configurable_parameter(gin_dir, clean_gin):
   gin_utils.parse_gin(["exp.gin"], ["TRAIN_STEPS = 1", "test_gin_utils.fit.lr = 0.25"],
                       [str(gin_dir)])
