@@ -218,3 +218,23 @@ def test_mlp_dropout_only_when_enabled_and_reproducible():
   assert not np.allclose(drop(0), plain)
   np.testing.assert_array_equal(drop(0), drop(0))
   assert not np.allclose(drop(0), drop(1))
+
+
+def _reference_grads(fn, *args):
+  return jax.grad(lambda *a: jnp.sum(jnp.sin(fn(*a))), argnums=tuple(range(len(args))))(*args)
+
+
+@pytest.mark.parametrize("name, custom, reference, shapes", [
+    ("matmul", layers.matmul, lambda x, k: x @ k, [(6, 5), (5, 3)]),
+    ("attention_scores", layers.attention_scores,
+     lambda q, k: jnp.einsum("bhqd,bhkd->bhqk", q, k), [(2, 3, 4, 5), (2, 3, 6, 5)]),
+    ("attention_values", layers.attention_values,
+     lambda w, v: jnp.einsum("bhqk,bhkd->bhqd", w, v), [(2, 3, 4, 6), (2, 3, 6, 5)]),
+    ("softmax", layers.softmax, lambda x: jax.nn.softmax(x, axis=-1), [(2, 3, 4, 7)]),
+])
+def test_custom_vjp_products_match_autodiff(name, custom, reference, shapes):
+  rng = np.random.default_rng(0)
+  args = [jnp.asarray(rng.standard_normal(s), jnp.float32) for s in shapes]
+  np.testing.assert_allclose(custom(*args), reference(*args), rtol=1e-5, atol=1e-6, err_msg=name)
+  for got, want in zip(_reference_grads(custom, *args), _reference_grads(reference, *args)):
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5, err_msg=name)
