@@ -13,7 +13,9 @@ it reaches the EOS step, where it dies.)
 
 Search (per example, `beam_size` = W hypotheses, length limit L):
   * step t feeds each alive hypothesis's last token through the cached decoder (rows = batch * W;
-    the encoder ran once per example and its cache was tiled W times);
+    the encoder ran once per example; the per-hypothesis self-attention cache is tiled W times,
+    while the example-level entries, `BEAM_INVARIANT_CACHE_KEYS`, keep one row per example and the
+    network's cross-attention attends from all W hypotheses of an example to that one copy);
   * EOS candidates become finished hypotheses (score = log-prob, or log-prob / ((5 + length) / 6) **
     alpha with length normalisation); the best W finished are kept;
   * non-EOS candidates (trie children in constrained mode; otherwise every token but EOS and
@@ -44,7 +46,10 @@ Array = jax.Array
 NEG_INF = decoding.NEG_INF
 _INVALID_BELOW = NEG_INF / 2  # log-probs below this mark impossible hypotheses
 # Cache entries of `rec_t5x.network` that depend only on the example, not on the hypothesis: the
-# projected encoder keys / values of cross-attention and the encoder padding mask.
+# projected encoder keys / values of cross-attention and the encoder padding mask. They are neither
+# tiled nor reordered: `rec_t5x.layers.MultiHeadDotProductAttention` groups the batch * W query
+# rows by example in cross-attention decode steps, so the encoder-sized keys / values are read once
+# per example instead of W times per step.
 BEAM_INVARIANT_CACHE_KEYS = ("encoder_decoder_attention", "encoder_valid")
 
 
@@ -137,18 +142,26 @@ def _gather_beams(x: Array, parents: Array) -> Array:
   return picked.reshape((batch * width,) + x.shape[1:])
 
 
+def _is_invariant(path: Any, x: Array, invariant_keys: tuple[str, ...]) -> bool:
+  """Whether a cache entry is a scalar or lies under one of `invariant_keys`."""
+  return jnp.ndim(x) == 0 or bool({getattr(k, "key", None) for k in path} & set(invariant_keys))
+
+
+def _tile_cache(cache: Any, width: int, invariant_keys: tuple[str, ...]) -> Any:
+  """Repeats each per-hypothesis cache row `width` times; example-level entries stay as they are."""
+  def tile(path, x):
+    return x if _is_invariant(path, x, invariant_keys) else decoding.repeat_batch(x, width)
+  return jax.tree_util.tree_map_with_path(tile, cache)
+
+
 def _reorder_cache(cache: Any, parents: Array, invariant_keys: tuple[str, ...]) -> Any:
   """Cache rows follow their parent hypotheses [B, W], except example-level entries.
 
-  Entries under a key in `invariant_keys` are equal for all beams of an example, so reordering them
-  within the example is the identity; skipping them saves copying the encoder-sized
-  cross-attention keys / values at every step.
+  Entries under a key in `invariant_keys` hold one row per example (see `_tile_cache`), which no
+  reordering within the example changes.
   """
   def reorder(path, x):
-    names = {getattr(k, "key", None) for k in path}
-    if jnp.ndim(x) == 0 or names & set(invariant_keys):
-      return x
-    return _gather_beams(x, parents)
+    return x if _is_invariant(path, x, invariant_keys) else _gather_beams(x, parents)
   return jax.tree_util.tree_map_with_path(reorder, cache)
 
 
@@ -244,14 +257,19 @@ def beam_search(tokens_to_logits: decoding.TokensToLogits, cache: Any, batch_siz
   Args:
     tokens_to_logits: the model step for rows `batch_size * beam_size`, with a cache of at least
       the decode length (`config.max_decode_length`, else the trie's longest item).
-    cache: the decoder cache for `batch_size` rows (tiled to `beam_size` rows per example here).
+    cache: the decoder cache for `batch_size` rows. Entries outside `beam_invariant_cache_keys` are
+      tiled to `beam_size` rows per example here; entries under them keep `batch_size` rows, so
+      `tokens_to_logits` must broadcast them over the beams of each example (row b*W + w is beam w
+      of example b), as rec_t5x.network's decoder does.
     batch_size: examples.
     config: search settings.
     trie: catalogue trie; required when `config.constrained`; otherwise only used to name the items
       of unconstrained outputs (-1 for sequences that are no item).
     excluded_items: optional int [batch, max_excluded] item indices (padding -1) that must not be
       returned (constrained mode only).
-    beam_invariant_cache_keys: cache sub-trees that only depend on the example (never reordered).
+    beam_invariant_cache_keys: cache sub-trees that only depend on the example (never tiled nor
+      reordered). Pass () for a step function that needs every entry at `batch_size * beam_size`
+      rows.
 
   Returns:
     The `BeamSearchOutput`.
@@ -261,7 +279,7 @@ def beam_search(tokens_to_logits: decoding.TokensToLogits, cache: Any, batch_siz
   batch, width = batch_size, config.beam_size
   excluded = (None if excluded_items is None
               else item_trie.excluded_mask(excluded_items, trie.num_items))
-  cache = decoding.cache_map(lambda x: decoding.repeat_batch(x, width), cache)
+  cache = _tile_cache(cache, width, beam_invariant_cache_keys)
   first_alive = jnp.where(jnp.arange(width) == 0, 0.0, NEG_INF).astype(jnp.float32)
   state = _State(
       step=jnp.array(0, jnp.int32),

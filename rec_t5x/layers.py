@@ -463,6 +463,19 @@ class MlpBlock(nn.Module):
     return nn.with_logical_constraint(out, (axes.BATCH, axes.LENGTH, axes.ACT_EMBED))
 
 
+def _query_group(query_rows: int, key_rows: int) -> int:
+  """Query rows per key row in cross-attention decoding (1 when the cache was tiled like the queries).
+
+  Raises:
+    ValueError: when the query rows are not a whole multiple of the cached encoder rows.
+  """
+  if query_rows % key_rows:
+    raise ValueError(f"cross-attention decode: {query_rows} query rows are not a multiple of the "
+                     f"{key_rows} cached encoder rows (expected rows = examples x beams, beams "
+                     "consecutive)")
+  return query_rows // key_rows
+
+
 class MultiHeadDotProductAttention(nn.Module):
   """Multi-head attention on `[batch, length, heads, kv]`, with optional incremental decoding.
 
@@ -472,7 +485,9 @@ class MultiHeadDotProductAttention(nn.Module):
       positions (the caller's `attention_bias` masks positions after `cache_index`).
     * cross-attention (`cross_attention=True`): the projected encoder keys/values, computed once
       when the cache is created and reused at every step (the key/value kernels are not applied
-      again).
+      again). Steps may feed `n` times as many query rows as the cache holds (beam search: rows
+      b*n .. b*n+n-1 are the hypotheses of example b); they attend to their example's one copy of
+      the keys/values, and `attention_bias` then has the cache's batch (or 1).
   The first call in decode mode (cache absent) creates the cache and computes normally.
 
   Attributes:
@@ -521,11 +536,17 @@ class MultiHeadDotProductAttention(nn.Module):
       if decode:
         key, value = self._self_attention_cache(key, value, cache_index, max_decode_length)
 
+    query_rows, query_length = query.shape[:2]
+    group = _query_group(query_rows, key.shape[0]) if decode and self.cross_attention else 1
+    # Rows b*group .. b*group+group-1 (e.g. the beams of example b) share example b's keys / values:
+    # fold them into the query length instead of tiling the encoder-sized cache.
+    query = query.reshape((query_rows // group, group * query_length) + query.shape[2:])
     heads_first = lambda x: jnp.transpose(x, (0, 2, 1, 3))  # [b, l, h, d] -> [b, h, l, d]
     logits = attention_scores(heads_first(query), heads_first(key))
     weights = softmax(logits + attention_bias).astype(self.dtype)
     weights = nn.Dropout(rate=self.dropout_rate)(weights, deterministic=not enable_dropout)
     out = heads_first(attention_values(weights, heads_first(value)))  # [b, q, h, d]
+    out = out.reshape((query_rows, query_length) + out.shape[2:])
     out = nn.with_logical_constraint(out, (axes.BATCH, axes.LENGTH, axes.ACT_HEADS, axes.ACT_KV))
     out = Dense((inputs_q.shape[-1],), (axes.JOINED_KV, axes.EMBED), contract_dims=2,
                 kernel_init=attention_kernel_init, dtype=self.dtype, name="out")(out)

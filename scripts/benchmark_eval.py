@@ -5,15 +5,19 @@
 Measures, on the test split of `rec_t5x.ml1m.retrieval` (one example per user, 6,040 users):
   * whole-catalogue constrained beam search (beam = top-K = 20, history excluded): seconds and
     users/s, extrapolated to all users when `--max_users` limits the run (said so in the output);
-  * the share of time in encoder / decoder / trie + beam bookkeeping, estimated by timing three
-    compiled functions on the same batches: the encoder alone; greedy decoding of `beam` copies
-    of each example for the trie's length (encoder + the same cached decoder steps on batch * beam
-    rows, no search); and the constrained search. decoder = greedy - encoder; trie + beam =
-    search - greedy (trie gathers, leaf exclusion, top-k, cache reordering);
+  * the share of time in encoder / decoder / trie + beam bookkeeping, estimated on the first
+    `--share_users` users by timing three compiled functions on the same batches: the encoder
+    alone; the encoder plus the search's decoder steps without any search (the trie's length in
+    steps on batch * beam rows, with the same cache layout as the search: self-attention cache
+    tiled per beam, encoder keys / values shared by the beams of an example); and the constrained
+    search. decoder = steps - encoder; trie + beam = search - steps (trie gathers, leaf exclusion,
+    top-k, cache reordering);
   * ranking throughput in candidates/s (`rec_t5x.ml1m.ranking`, likelihood scoring of each
     example's candidates, encoder once per example).
-Compilation is excluded (one warm-up batch per function). Prints `uptime` with the result: the
-machine is shared.
+The retrieval time is the wall-clock of the whole run, compilation of every length bucket included
+(batches are formed longest prompt first, as in evaluation). Share and ranking timings exclude
+compilation (one warm-up batch per function). Prints `uptime` with the result: the machine is
+shared.
 """
 import argparse
 import os
@@ -27,6 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 import seqio
 
+from rec_t5x import beam_search
 from rec_t5x import decoding
 from rec_t5x import evaluation
 from rec_t5x import evaluation_fns
@@ -48,8 +53,9 @@ def _batches(task: str, split: str, batch: int, limit: int | None):
   return list(evaluation_fns._fixed_batches(conv.enumerate(), batch))  # pylint: disable=protected-access
 
 
-def _time(fn, batches) -> float:
-  fn(batches[0])  # compile
+def _time(fn, batches, warm_up: bool = True) -> float:
+  if warm_up:
+    jax.block_until_ready(fn(batches[0]))  # compile
   start = time.perf_counter()
   for b in batches:
     jax.block_until_ready(fn(b))
@@ -62,6 +68,8 @@ def main() -> None:
   parser.add_argument("--beam", type=int, default=20)
   parser.add_argument("--batch", type=int, default=32)
   parser.add_argument("--ranking_examples", type=int, default=256)
+  parser.add_argument("--share_users", type=int, default=256,
+                      help="users (first batches) the encoder / decoder / trie shares are timed on")
   args = parser.parse_args()
   import seqio_tasks  # pylint: disable=unused-import,g-import-not-at-top
   spec = evaluation.task_spec("rec_t5x.ml1m.retrieval", "test")
@@ -82,22 +90,41 @@ def main() -> None:
         f"{users} test users, timing {n}; beam {args.beam}, batch {fns.batch_size}, "
         f"mean bucketed encoder length {mean_len:.0f}")
 
-  constrained = _time(lambda b: fns.search(b[1], b[2]).items, batches)
+  constrained = _time(lambda b: fns.search(b[1], b[2]).items, batches, warm_up=False)
+  per_user = constrained / n
+  print(f"retrieval (compilation included): {constrained:.1f}s for {n} users "
+        f"({n / constrained:.1f} users/s); all {users} users: {per_user * users / 60:.1f} min"
+        + (" (EXTRAPOLATED from the subset)" if n < users else " (MEASURED)"), flush=True)
+
+  share_batches = batches[:max(1, -(-args.share_users // fns.batch_size))]
   encode = p.partition(lambda prm, t: module.apply({"params": prm}, t, method="encode"),
                        in_shardings=(shard, p.batch_sharding), out_shardings=p.batch_sharding)
-  t_enc = _time(lambda b: encode(params, fns._device(t=b[1])["t"]), batches)  # pylint: disable=protected-access
   length, width = fns.trie.max_length, args.beam
-  greedy = p.partition(
-      lambda prm, t: decoding.generate(module, prm, t, length, num_decodes=width)[0],
-      in_shardings=(shard, p.batch_sharding), out_shardings=p.batch_sharding)
-  t_free = _time(lambda b: greedy(params, fns._device(t=b[1])["t"]), batches)  # pylint: disable=protected-access
-  per_user = constrained / n
-  print(f"decoder: {fns.trie.max_length} steps max; retrieval: {constrained:.1f}s for {n} users ({n / constrained:.1f} users/s); "
-        f"all {users} users: {per_user * users / 60:.1f} min"
-        + (" (EXTRAPOLATED from the subset)" if n < users else ""))
-  print(f"  encoder {t_enc:.1f}s ({100 * t_enc / constrained:.0f}%), decoder+beam "
-        f"{t_free - t_enc:.1f}s ({100 * (t_free - t_enc) / constrained:.0f}%), trie+beam "
-        f"{constrained - t_free:.1f}s ({100 * (constrained - t_free) / constrained:.0f}%)")
+
+  def decoder_steps(prm, tokens):
+    encoded = module.apply({"params": prm}, tokens, method="encode")
+    cache = decoding.init_decoder_cache(module, prm, encoded, tokens, length)
+    cache = beam_search._tile_cache(cache, width, beam_search.BEAM_INVARIANT_CACHE_KEYS)  # pylint: disable=protected-access
+    step = decoding.network_tokens_to_logits(module, prm, length)
+    ids = jnp.zeros((tokens.shape[0] * width, 1), jnp.int32)
+
+    def body(_, carry):
+      logits, cache = step(ids, carry[1])
+      return carry[0] + logits[:, 0], cache
+    return jax.lax.fori_loop(0, length, body, (jnp.zeros((ids.shape[0],)), cache))[0]
+
+  steps_fn = p.partition(decoder_steps, in_shardings=(shard, p.batch_sharding),
+                         out_shardings=p.batch_sharding)
+  dev = lambda b: fns._device(t=b[1])["t"]  # pylint: disable=protected-access
+  t_search = _time(lambda b: fns.search(b[1], b[2]).items, share_batches)
+  t_enc = _time(lambda b: encode(params, dev(b)), share_batches)
+  t_steps = _time(lambda b: steps_fn(params, dev(b)), share_batches)
+  n_share = sum(b[3] for b in share_batches)
+  print(f"shares on {n_share} users ({t_search:.1f}s without compilation; decoder: {length} steps "
+        f"of {fns.batch_size} x {width} rows): encoder {t_enc:.1f}s ({100 * t_enc / t_search:.0f}%), "
+        f"decoder steps {t_steps - t_enc:.1f}s ({100 * (t_steps - t_enc) / t_search:.0f}%), "
+        f"trie+beam {t_search - t_steps:.1f}s ({100 * (t_search - t_steps) / t_search:.0f}%)",
+        flush=True)
 
   rspec = evaluation.task_spec("rec_t5x.ml1m.ranking", "test")
   rfns = evaluation_fns.TaskFns(rspec, module, params, p, shard, config)

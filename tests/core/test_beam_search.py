@@ -14,7 +14,9 @@ import numpy as np
 import pytest
 
 from rec_t5x import beam_search
+from rec_t5x import decoding
 from rec_t5x import item_trie
+from rec_t5x import layers
 from rec_t5x import network
 from rec_t5x import partitioning
 
@@ -262,3 +264,27 @@ def test_input_checks_name_the_problem():
     beam_search.check_inputs(np.array([[3], [4]]), np.array([[1]]), trie)
   with pytest.raises(ValueError, match="excluded_items given without the item trie"):
     beam_search.check_inputs(np.array([[3], [4]]), np.array([[1], [2]]))
+
+
+def test_shared_cross_attention_cache_equals_a_tiled_cache(model):
+  """Beams attending to one copy of the encoder keys/values give the tiled cache's search."""
+  module, params = model
+  trie = item_trie.build_item_trie(CATALOGUE)
+  config = beam_search.BeamSearchConfig(beam_size=6, top_k=4)
+  inputs = jnp.asarray(ENCODER_INPUTS)
+
+  def search(invariant_keys):
+    encoded = module.apply({"params": params}, inputs, method="encode")
+    cache = decoding.init_decoder_cache(module, params, encoded, inputs, trie.max_length)
+    step = decoding.network_tokens_to_logits(module, params, trie.max_length)
+    return beam_search.beam_search(step, cache, inputs.shape[0], config, trie.arrays(),
+                                   beam_invariant_cache_keys=invariant_keys)
+
+  shared, tiled = search(beam_search.BEAM_INVARIANT_CACHE_KEYS), search(())
+  np.testing.assert_array_equal(np.asarray(shared.items), np.asarray(tiled.items))
+  np.testing.assert_allclose(np.asarray(shared.log_probs), np.asarray(tiled.log_probs), atol=1e-5)
+
+
+def test_cross_attention_rejects_query_rows_that_are_not_a_multiple_of_the_cache():
+  with pytest.raises(ValueError, match="5 query rows are not a multiple of the 2 cached"):
+    layers._query_group(5, 2)  # pylint: disable=protected-access

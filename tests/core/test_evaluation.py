@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import tensorflow as tf
 
 import seqio_tasks
 from rec_t5x import evaluation
@@ -191,3 +192,19 @@ def test_trim_padding_keeps_every_token_and_a_bucketed_width():
   assert trimmed.shape == (2, 384)
   np.testing.assert_array_equal(trimmed, tokens[:, :384])
   assert evaluation_fns.trim_padding(np.ones((1, 100), np.int32)).shape == (1, 100)
+
+
+def test_fixed_batches_group_prompts_by_length_and_keep_every_index():
+  lengths = [5, 300, 40, 290, 10, 200, 7]
+  tokens = np.zeros((len(lengths), 512), np.int32)
+  for row, n in enumerate(lengths):
+    tokens[row, :n] = row + 3
+  ds = tf.data.Dataset.from_tensor_slices(
+      {"encoder_input_tokens": tokens, "key": np.arange(len(lengths), dtype=np.int32) + 100})
+  batches = list(evaluation_fns._fixed_batches(ds.enumerate(), 3))  # pylint: disable=protected-access
+  assert [b[0] for b in batches] == [[1, 3, 5], [2, 4, 6], [0]]
+  assert [b[1].shape for b in batches] == [(3, 384), (3, 128), (3, 128)]
+  for indices, batch_tokens, keys, n in batches:
+    assert keys == [i + 100 for i in indices] and n == len(indices)
+    for row, index in enumerate(indices):
+      np.testing.assert_array_equal(batch_tokens[row], tokens[index, :batch_tokens.shape[1]])
