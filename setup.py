@@ -18,6 +18,7 @@ INSTALL_REQUIRES = [
     "clu==0.0.12",
     "tensorboard==2.21.0",  # clu's SummaryWriter backend
     "sentencepiece==0.2.3",
+    "matplotlib==3.10.8",  # the ablation report's plots (rec_t5x/experiments/plots.py)
     "tensorstore",
     "safetensors",
     "msgpack",

@@ -1,0 +1,218 @@
+"""run.json records -> per-setting statistics over seeds, gains over rec_only, headline sentences.
+
+A *group* is one setting (dataset, model, budget, feature lengths, initialisation, extra bindings,
+test users): its runs differ only in mixture and seed. Per mixture and metric the group gives
+mean, sample standard deviation (ddof = 1; none for a single seed) and n; the relative gain of a
+mixture is `100 * (mean - mean_rec_only) / mean_rec_only` on test Recall@10. Pure functions of
+the records: nothing here reads files.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+import dataclasses
+import math
+from typing import Any
+
+from rec_t5x.experiments import grid as grid_lib
+
+Record = Mapping[str, Any]
+SETTING_FIELDS = ("dataset", "model", "train_steps", "batch_size", "inputs_length",
+                  "targets_length", "initial_checkpoint", "vocabulary", "gin_bindings",
+                  "decode_max_examples")
+DATASET_NAMES = {"ml100k": "ML-100K", "ml1m": "ML-1M", "beauty": "Beauty", "toys": "Toys",
+                 "sports": "Sports"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Column:
+  """One reported metric: the task (retrieval / ranking / rating) and its key in eval_metrics."""
+  task: str
+  key: str
+  label: str
+  higher_is_better: bool = True
+
+
+COLUMNS = (
+    Column("retrieval", "recall@5", "R@5"),
+    Column("retrieval", "recall@10", "R@10"),
+    Column("retrieval", "ndcg@10", "NDCG@10"),
+    Column("ranking", "likelihood/hr@1", "rank HR@1"),
+    Column("ranking", "likelihood/hr@5", "rank HR@5"),
+    Column("rating", "rmse", "RMSE", higher_is_better=False),
+    Column("rating", "expected/rmse", "RMSE (exp.)", higher_is_better=False),
+)
+RECALL_10 = COLUMNS[1]
+
+
+@dataclasses.dataclass(frozen=True)
+class Stat:
+  """Mean, sample standard deviation (None when n < 2) and count of one metric over seeds."""
+  mean: float
+  std: float | None
+  n: int
+
+
+def mean_std(values: Iterable[float]) -> Stat | None:
+  """Mean and sample std (ddof = 1) of the finite `values`; None when there are none."""
+  finite = [float(v) for v in values if v is not None and math.isfinite(v)]
+  if not finite:
+    return None
+  n = len(finite)
+  mean = sum(finite) / n
+  std = math.sqrt(sum((v - mean) ** 2 for v in finite) / (n - 1)) if n > 1 else None
+  return Stat(mean, std, n)
+
+
+def task_metrics(record: Record, task: str) -> Mapping[str, float] | None:
+  """The metrics of the record's task named `*.<task>` (e.g. rec_t5x.ml100k.retrieval)."""
+  for name, metrics in record.get("metrics", {}).items():
+    if name.rsplit(".", 1)[-1] == task:
+      return metrics
+  return None
+
+
+def metric(record: Record, column: Column) -> float | None:
+  """One metric of one run, None when the run has no such value."""
+  metrics = task_metrics(record, column.task)
+  value = None if metrics is None else metrics.get(column.key)
+  return None if value is None else float(value)
+
+
+def relative_gain(value: float | None, reference: float | None) -> float | None:
+  """`100 * (value - reference) / reference`; None when either is missing or the reference is 0."""
+  if value is None or reference is None or reference == 0:
+    return None
+  return 100.0 * (value - reference) / reference
+
+
+def _setting(record: Record) -> tuple[tuple[str, Any], ...]:
+  spec = record["spec"]
+  return tuple((f, tuple(spec[f]) if isinstance(spec.get(f), list) else spec.get(f))
+               for f in SETTING_FIELDS)
+
+
+def _mixture_order(name: str) -> tuple[int, str]:
+  order = grid_lib.MIXTURES
+  return (order.index(name), name) if name in order else (len(order), name)
+
+
+@dataclasses.dataclass
+class Group:
+  """The runs of one setting, by mixture (each list ordered by seed)."""
+  setting: dict[str, Any]
+  runs: dict[str, list[Record]]
+
+  @property
+  def mixtures(self) -> list[str]:
+    return sorted(self.runs, key=_mixture_order)
+
+  @property
+  def title(self) -> str:
+    dataset = self.setting["dataset"]
+    return f"{DATASET_NAMES.get(dataset, dataset)} / {self.setting['model']}"
+
+  def stat(self, mixture: str, column: Column) -> Stat | None:
+    return mean_std(metric(r, column) for r in self.runs.get(mixture, []))
+
+  def gain(self, mixture: str, column: Column = RECALL_10) -> float | None:
+    """Relative gain (%) of the mixture's mean over rec_only's mean."""
+    base = self.stat(grid_lib.BASELINE_MIXTURE, column)
+    value = self.stat(mixture, column)
+    return relative_gain(value and value.mean, base and base.mean)
+
+  def test_examples(self) -> dict[str, list[int]]:
+    """Distinct test example counts per task over the group's runs (num_examples)."""
+    out: dict[str, set[int]] = {}
+    for runs in self.runs.values():
+      for record in runs:
+        for task in ("retrieval", "ranking", "rating"):
+          metrics = task_metrics(record, task)
+          if metrics is not None and "num_examples" in metrics:
+            out.setdefault(task, set()).add(int(metrics["num_examples"]))
+    return {task: sorted(counts) for task, counts in out.items()}
+
+  def mean_curve(self, mixture: str) -> tuple[list[int], list[float]]:
+    """Training loss averaged over the mixture's seeds, at the steps every seed logged."""
+    curves = [r.get("train_curve") or {} for r in self.runs.get(mixture, [])]
+    curves = [dict(zip(c.get("step", []), c.get("loss", []))) for c in curves]
+    curves = [c for c in curves if c]
+    if not curves:
+      return [], []
+    steps = sorted(set.intersection(*(set(c) for c in curves)))
+    return steps, [sum(c[s] for c in curves) / len(curves) for s in steps]
+
+
+def group_records(records: Sequence[Record]) -> list[Group]:
+  """Groups run.json records by setting, in order of first appearance; seeds sorted per mixture."""
+  groups: dict[tuple[tuple[str, Any], ...], Group] = {}
+  for record in records:
+    key = _setting(record)
+    group = groups.setdefault(key, Group(setting=dict(key), runs={}))
+    group.runs.setdefault(record["spec"]["mixture"], []).append(record)
+  for group in groups.values():
+    for runs in group.runs.values():
+      runs.sort(key=lambda r: r["spec"]["seed"])
+  return list(groups.values())
+
+
+def format_stat(stat: Stat | None, digits: int = 4) -> str:
+  """'0.0123 ± 0.0040', '0.0123' (one seed) or '–' (no value)."""
+  if stat is None:
+    return "–"
+  if stat.std is None:
+    return f"{stat.mean:.{digits}f}"
+  return f"{stat.mean:.{digits}f} ± {stat.std:.{digits}f}"
+
+
+def format_gain(gain: float | None) -> str:
+  return "–" if gain is None else f"{gain:+.1f}%"
+
+
+def _noise_note(best: Stat, base: Stat) -> str:
+  if best.std is None or base.std is None:
+    return "one seed each, so no spread to compare with"
+  gap = abs(best.mean - base.mean)
+  if gap <= max(best.std, base.std):
+    return "the gap is within one seed standard deviation"
+  return "the gap exceeds both seed standard deviations"
+
+
+def _stat_text(mixture: str, stat: Stat) -> str:
+  return f"{mixture} {format_stat(stat)} (n={stat.n})"
+
+
+def baseline_text(baselines: Mapping[str, Mapping[str, Any] | None] | None) -> str:
+  """'SASRec 0.1771, BPR-MF 0.1273, ...' (test Recall@10), best first; 'baselines not run'."""
+  present = [b for b in (baselines or {}).values() if b is not None]
+  if not present:
+    return "baselines not run"
+  present.sort(key=lambda b: -b["test"].get("recall@10", 0.0))
+  return ", ".join(f"{b['name']} {b['test']['recall@10']:.4f}" for b in present)
+
+
+def headline(group: Group, baselines: Mapping[str, Mapping[str, Any] | None] | None) -> str:
+  """One computed sentence on test Recall@10: the best mixture against rec_only, and baselines."""
+  s = group.setting
+  head = (f"{group.title} ({s['train_steps']} steps x batch {s['batch_size']}): ")
+  stats = {m: group.stat(m, RECALL_10) for m in group.mixtures}
+  stats = {m: st for m, st in stats.items() if st is not None}
+  tail = f"; baselines (test R@10): {baseline_text(baselines)}."
+  if not stats:
+    return head + "no run has test Recall@10" + tail
+  base = stats.get(grid_lib.BASELINE_MIXTURE)
+  others = {m: st for m, st in stats.items() if m != grid_lib.BASELINE_MIXTURE}
+  if base is None:
+    best = max(others, key=lambda m: others[m].mean)
+    return (head + f"no finished rec_only run; best mixture by test R@10: "
+            f"{_stat_text(best, others[best])}" + tail)
+  if not others:
+    return head + f"only rec_only was run: test R@10 {_stat_text('rec_only', base)}" + tail
+  best = max(others, key=lambda m: others[m].mean)
+  gain = format_gain(relative_gain(others[best].mean, base.mean))
+  if gain == "–":
+    gain = "n/a (rec_only is 0)"
+  verdict = ("best mixture" if others[best].mean > base.mean
+             else "no auxiliary mixture beats rec_only; best auxiliary mixture")
+  return (head + f"{verdict} {best}: test R@10 {format_stat(others[best])} (n={others[best].n}) vs "
+          f"rec_only {format_stat(base)} (n={base.n}), relative gain {gain}; "
+          f"{_noise_note(others[best], base)}" + tail)

@@ -1,0 +1,192 @@
+"""The ablation driver's command line (scripts/run_experiment.py): run a grid, then report it.
+
+  python scripts/run_experiment.py --grid headline
+  python scripts/run_experiment.py --grid smoke --runs_dir /tmp/exp --results /tmp/exp/results.md \
+      --plots_dir /tmp/exp/plots
+  python scripts/run_experiment.py --grid full --models tiny --seeds 0 --train_steps 500
+
+Steps: expand the grid (a preset of `rec_t5x.experiments.grid.PRESETS` with the flags' overrides);
+optionally train the missing baselines; run every spec (`runner.run_one`: finished runs are
+skipped, interrupted ones resume); then regenerate the report and plots from the run.json files of
+the grid's runs. A failed run stops the grid; the report is still written from the finished runs
+and the exit status is 1. Paths given on the command line are relative to the working directory;
+the defaults are inside the repository.
+"""
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+import os
+import pathlib
+import sys
+from typing import Any
+
+from rec_t5x.experiments import aggregate
+from rec_t5x.experiments import baselines as baselines_lib
+from rec_t5x.experiments import commands
+from rec_t5x.experiments import grid as grid_lib
+from rec_t5x.experiments import plots as plots_lib
+from rec_t5x.experiments import report as report_lib
+from rec_t5x.experiments import runner
+
+DEFAULT_RUNS_DIR = grid_lib.REPO_ROOT / "runs" / "experiment"
+DEFAULT_RESULTS = grid_lib.REPO_ROOT / "docs" / "results.md"
+DEFAULT_PLOTS_DIR = grid_lib.REPO_ROOT / "docs" / "results"
+_ALL = ("all", "none")
+
+
+def _names(text: str) -> tuple[str, ...]:
+  return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+def _ints(text: str) -> tuple[int, ...]:
+  try:
+    return tuple(int(part) for part in _names(text))
+  except ValueError as e:
+    raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from e
+
+
+def _users(text: str) -> int | None:
+  if text.strip().lower() in _ALL:
+    return None
+  try:
+    return int(text)
+  except ValueError as e:
+    raise argparse.ArgumentTypeError(f"expected an integer or 'all', got {text!r}") from e
+
+
+def build_parser() -> argparse.ArgumentParser:
+  """The driver's flags."""
+  p = argparse.ArgumentParser(prog="scripts/run_experiment.py", description=__doc__,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument("--grid", required=True, choices=sorted(grid_lib.PRESETS), help="preset grid")
+  p.add_argument("--datasets", type=_names, help="comma-separated, e.g. ml100k,ml1m")
+  p.add_argument("--models", type=_names, help="comma-separated model files, e.g. tiny,small")
+  p.add_argument("--mixtures", type=_names,
+                 help=f"comma-separated, from {','.join(grid_lib.MIXTURES)}")
+  p.add_argument("--seeds", type=_ints, help="comma-separated, e.g. 0,1,2")
+  p.add_argument("--train_steps", type=int, help="steps of every run")
+  p.add_argument("--batch_size", type=int, help="global batch of every run")
+  p.add_argument("--decode_max_examples", type=_users, default=argparse.SUPPRESS,
+                 help="test users decoded per task (a seeded subset); 'all' for every user")
+  p.add_argument("--initial_checkpoint",
+                 help="FLAN-T5 / T5X / HF checkpoint to fine-tune (INITIAL_CHECKPOINT_PATH); "
+                      "the runs then use the T5 vocabulary (--t5_vocabulary)")
+  p.add_argument("--t5_vocabulary", default=None,
+                 help=f"the T5 sentencepiece.model for --initial_checkpoint (default "
+                      f"${commands.ENV_VOCABULARY})")
+  p.add_argument("--gin", action="append", default=None, metavar="NAME=VALUE",
+                 help="extra training gin binding (repeatable; part of each run's identity)")
+  p.add_argument("--runs_dir", type=pathlib.Path, default=DEFAULT_RUNS_DIR)
+  p.add_argument("--results", type=pathlib.Path, default=DEFAULT_RESULTS)
+  p.add_argument("--plots_dir", type=pathlib.Path, default=DEFAULT_PLOTS_DIR)
+  p.add_argument("--run_baselines", action="store_true",
+                 help="train the baselines that have no result yet (otherwise they show 'not run')")
+  p.add_argument("--baseline_max_train_seconds", type=float,
+                 default=baselines_lib.DEFAULT_MAX_TRAIN_SECONDS,
+                 help="wall-clock cap per baseline")
+  p.add_argument("--baselines_dir", type=pathlib.Path, default=None,
+                 help="baseline results root (default <data_dir>/baselines)")
+  p.add_argument("--dry_run", action="store_true",
+                 help="list the runs and their state; run nothing")
+  p.add_argument("--report_only", action="store_true",
+                 help="regenerate the report and plots from the finished runs; train nothing")
+  p.add_argument("--quiet", action="store_true", help="keep subprocess output in the logs only")
+  return p
+
+
+def grid_from_args(args: argparse.Namespace,
+                   environ: dict[str, str] | None = None) -> grid_lib.Grid:
+  """The preset with the flags' overrides (only the flags that were given).
+
+  Raises:
+    ValueError: for an invalid override (e.g. --initial_checkpoint without a T5 vocabulary).
+  """
+  environ = os.environ if environ is None else environ
+  overrides: dict[str, Any] = {}
+  for name in ("datasets", "models", "mixtures", "seeds", "train_steps", "batch_size"):
+    if getattr(args, name) is not None:
+      overrides[name] = getattr(args, name)
+  if hasattr(args, "decode_max_examples"):  # Absent unless given ('all' gives None).
+    overrides["decode_max_examples"] = args.decode_max_examples
+  if args.initial_checkpoint:
+    overrides["initial_checkpoint"] = os.path.abspath(args.initial_checkpoint)
+    vocabulary = args.t5_vocabulary or environ.get(commands.ENV_VOCABULARY)
+    overrides["vocabulary"] = os.path.abspath(vocabulary) if vocabulary else None
+  elif args.t5_vocabulary:
+    raise ValueError("--t5_vocabulary is only used with --initial_checkpoint (runs from scratch "
+                     "use the dataset's vocabulary)")
+  if args.gin:
+    overrides["gin_bindings"] = tuple(args.gin)
+  return grid_lib.preset(args.grid).replace(**overrides)
+
+
+def _state(spec: grid_lib.RunSpec, run_dir: pathlib.Path) -> str:
+  if runner.is_done(spec, run_dir):
+    return "done"
+  if runner.is_trained(spec, run_dir):
+    return "trained, not evaluated"
+  return "partly trained" if run_dir.is_dir() else "new"
+
+
+def _relative(path: pathlib.Path, start: pathlib.Path) -> str:
+  return os.path.relpath(path.resolve(), start.resolve())
+
+
+def write_outputs(records: list[dict[str, Any]], baselines: dict[str, Any], *,
+                  results: pathlib.Path, plots_dir: pathlib.Path, command: str,
+                  planned: int) -> pathlib.Path:
+  """Plots and the report from `records`; returns the report's path."""
+  groups = aggregate.group_records(records)
+  plots = [(caption, _relative(path, results.parent))
+           for caption, path in plots_lib.write_all(groups, baselines, plots_dir)]
+  body = report_lib.render(records, baselines, command=command, generated=runner.utc_now(),
+                           planned=planned, plots=plots)
+  return report_lib.write(results, body)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  """Runs the driver; returns the exit status."""
+  argv = list(sys.argv[1:] if argv is None else argv)
+  parser = build_parser()
+  args = parser.parse_args(argv)
+  try:
+    grid = grid_from_args(args)
+  except ValueError as e:
+    parser.error(str(e))
+  specs = list(grid.runs())
+  runs_dir = args.runs_dir.resolve()
+  run_dirs = [spec.run_dir(runs_dir) for spec in specs]
+  print(f"[experiment] grid {grid.name}: {len(specs)} runs of {grid.train_steps} steps x batch "
+        f"{grid.batch_size} under {runs_dir}")
+  if args.dry_run:
+    for spec, run_dir in zip(specs, run_dirs):
+      print(f"  {_state(spec, run_dir):<22} {spec.dataset}/{spec.model}/{spec.mixture} seed "
+            f"{spec.seed}: {run_dir}")
+    return 0
+  baselines_root = args.baselines_dir or baselines_lib.default_root()
+  echo = not args.quiet
+
+  def execute(command, *, env, log_path):
+    runner.execute(command, env=env, log_path=log_path, echo=echo)
+
+  status = 0
+  if not args.report_only:
+    try:
+      if args.run_baselines:
+        baselines_lib.run_missing(baselines_root, grid.datasets, args.baseline_max_train_seconds,
+                                  executor=execute)
+      rows = runner.VocabRows()
+      for i, spec in enumerate(specs, 1):
+        print(f"[experiment] run {i}/{len(specs)}")
+        runner.run_one(spec, runs_dir, executor=execute, num_embeddings=rows)
+    except runner.CommandFailed as e:
+      print(f"[experiment] FAILED: {e}", file=sys.stderr)
+      status = 1
+  records = runner.load_records(run_dirs, specs)
+  baselines = baselines_lib.read_all(baselines_root, grid.datasets)
+  command = commands.shell(["python", "scripts/run_experiment.py", *argv])
+  path = write_outputs(records, baselines, results=args.results, plots_dir=args.plots_dir,
+                       command=command, planned=len(specs))
+  print(f"[experiment] {len(records)}/{len(specs)} runs complete; report: {path}")
+  return status

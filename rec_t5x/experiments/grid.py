@@ -1,0 +1,278 @@
+"""Run specifications of the ablation: one run's identity, and grids of runs (with presets).
+
+A `RunSpec` is everything that decides what a run trains (dataset, model, mixture, seed, steps,
+batch size, feature lengths, initial checkpoint and its vocabulary, extra gin bindings) plus how
+many test users its evaluation decodes. The training part is its *identity*: it names the run's
+directory, so two specs with the same identity share one checkpoint. The evaluation setting is not
+part of the identity: changing it re-evaluates the trained checkpoint without retraining.
+
+A `Grid` is the cross product datasets x models x seeds x mixtures with one shared budget (every
+run of a grid trains the same number of steps at the same batch size). `PRESETS` holds the named
+grids; the budgets are set in this module only.
+
+The headline budget (`headline`) is sized for the README's machine (2 CPU cores): the tiny model
+trains about 0.35 packed steps/s at 8 x 1024 tokens there (README: 100 steps in ~5 min), each run
+pays ~1 min of start-up and compilation for training, and the TEST evaluation of 128 users per
+task takes ~2-3 min. 150 steps plus 128 test users per task is ~10 min per run, so the 15 runs
+(5 mixtures x 3 seeds) take about 2.5 hours there. That budget only shows whether the pipeline's
+mixtures separate at all; `full` (60 runs, 2000 steps x 32, every test user) is meant for an
+accelerator.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+import dataclasses
+import hashlib
+import json
+import os
+import pathlib
+import re
+from typing import Any
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
+MODEL_GIN_DIR = REPO_ROOT / "gin" / "models"
+# The ablation's mixtures in report order: the baseline first, then each auxiliary task, then all.
+MIXTURES = ("rec_only", "rec_mim", "rec_bpr", "rec_mlm", "rec_all")
+BASELINE_MIXTURE = "rec_only"
+# Macros the runner sets itself; an extra binding of one of these would break the run's identity.
+CONTROLLED_MACROS = frozenset({
+    "MODEL_DIR", "MIXTURE_OR_TASK_NAME", "TASK_FEATURE_LENGTHS", "TRAIN_STEPS", "BATCH_SIZE",
+    "RANDOM_SEED", "NUM_EMBEDDINGS", "INITIAL_CHECKPOINT_PATH", "CHECKPOINT_PERIOD"})
+_NAME_RE = re.compile(r"^[A-Za-z0-9_]+$")
+_BINDING_RE = re.compile(r"^([A-Za-z_][\w./]*)\s*=\s*(\S.*)$", re.DOTALL)
+
+
+def model_gin_file(model: str) -> pathlib.Path:
+  """`gin/models/t5_1_1_<model>.gin`."""
+  return MODEL_GIN_DIR / f"t5_1_1_{model}.gin"
+
+
+def available_models() -> list[str]:
+  """Model names with a gin file in gin/models (tiny, small, base, ...)."""
+  return sorted(p.stem.removeprefix("t5_1_1_") for p in MODEL_GIN_DIR.glob("t5_1_1_*.gin"))
+
+
+def _check_int(owner: str, name: str, value: Any, minimum: int) -> None:
+  if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+    raise ValueError(f"{owner}.{name}={value!r}: expected an integer >= {minimum}")
+
+
+def _check_name(owner: str, name: str, value: Any) -> None:
+  if not isinstance(value, str) or not _NAME_RE.match(value):
+    raise ValueError(f"{owner}.{name}={value!r}: expected letters, digits and underscores")
+
+
+def parse_binding(binding: str) -> tuple[str, str]:
+  """Splits an extra gin binding `NAME=VALUE` (or `scope/fn.param = VALUE`) into (name, value).
+
+  Raises:
+    ValueError: for a malformed binding or one of the macros the runner sets (CONTROLLED_MACROS).
+  """
+  match = _BINDING_RE.match(binding.strip()) if isinstance(binding, str) else None
+  if match is None:
+    raise ValueError(f"gin binding {binding!r}: expected NAME=VALUE, e.g. DROPOUT_RATE=0.1")
+  name, value = match.group(1), match.group(2).strip()
+  if name in CONTROLLED_MACROS:
+    raise ValueError(f"gin binding {binding!r}: {name} is set by the experiment runner from the "
+                     f"grid (use the driver's own flag instead)")
+  return name, value
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSpec:
+  """One training + test-evaluation run.
+
+  Attributes:
+    dataset: catalogue dataset name (`rec_t5x.data.catalog.names()`), e.g. "ml100k".
+    model: model file `gin/models/t5_1_1_<model>.gin`, e.g. "tiny".
+    mixture: mixture `rec_t5x.<dataset>.<mixture>` trained on, e.g. "rec_mim".
+    seed: RANDOM_SEED (parameter initialisation, dropout and data order).
+    train_steps: steps trained (TRAIN_STEPS).
+    batch_size: global batch (BATCH_SIZE), packed rows of `inputs_length` tokens.
+    inputs_length: TASK_FEATURE_LENGTHS["inputs"] (training and evaluation).
+    targets_length: TASK_FEATURE_LENGTHS["targets"].
+    initial_checkpoint: INITIAL_CHECKPOINT_PATH (a FLAN-T5 / T5X / HF checkpoint), None: from
+      scratch with the dataset's own vocabulary.
+    vocabulary: the T5 SentencePiece model used with `initial_checkpoint` (required with it and
+      only with it); the runs then use 32128 embedding rows.
+    gin_bindings: extra training bindings `NAME=VALUE` (part of the identity).
+    decode_max_examples: test examples decoded per task (a seeded subset); None: all test users.
+      Not part of the identity.
+  """
+  dataset: str
+  model: str
+  mixture: str
+  seed: int
+  train_steps: int
+  batch_size: int
+  inputs_length: int = 1024
+  targets_length: int = 64
+  initial_checkpoint: str | None = None
+  vocabulary: str | None = None
+  gin_bindings: tuple[str, ...] = ()
+  decode_max_examples: int | None = None
+
+  def __post_init__(self):
+    for name in ("dataset", "model", "mixture"):
+      _check_name("RunSpec", name, getattr(self, name))
+    if not model_gin_file(self.model).is_file():
+      raise ValueError(f"RunSpec.model={self.model!r}: no {model_gin_file(self.model)}; "
+                       f"available: {available_models()}")
+    _check_int("RunSpec", "seed", self.seed, 0)
+    for name in ("train_steps", "batch_size", "inputs_length", "targets_length"):
+      _check_int("RunSpec", name, getattr(self, name), 1)
+    if self.decode_max_examples is not None:
+      _check_int("RunSpec", "decode_max_examples", self.decode_max_examples, 1)
+    if self.initial_checkpoint is not None and not self.vocabulary:
+      raise ValueError(
+          f"RunSpec.initial_checkpoint={self.initial_checkpoint!r} needs the T5 vocabulary its "
+          "embeddings were trained with: set RunSpec.vocabulary (--t5_vocabulary or "
+          "$REC_T5X_VOCABULARY) to the sentencepiece.model of cc_all.32000.100extra")
+    if self.initial_checkpoint is None and self.vocabulary is not None:
+      raise ValueError(f"RunSpec.vocabulary={self.vocabulary!r} without initial_checkpoint: a "
+                       "model trained from scratch uses the dataset's own vocabulary")
+    if not isinstance(self.gin_bindings, tuple):
+      raise ValueError(f"RunSpec.gin_bindings must be a tuple of 'NAME=VALUE'; got "
+                       f"{self.gin_bindings!r}")
+    for binding in self.gin_bindings:
+      parse_binding(binding)
+
+  def identity(self) -> dict[str, Any]:
+    """The fields that decide what is trained (everything except `decode_max_examples`)."""
+    out = dataclasses.asdict(self)
+    del out["decode_max_examples"]
+    out["gin_bindings"] = list(self.gin_bindings)
+    return out
+
+  def key(self) -> str:
+    """10 hex digits of SHA-256 over the identity (stable across processes and machines)."""
+    text = json.dumps(self.identity(), sort_keys=True)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:10]
+
+  def run_dir(self, runs_dir: str | os.PathLike) -> pathlib.Path:
+    """`<runs_dir>/<dataset>/<model>/<mixture>/seed<S>-steps<N>-bs<B>-<key>`."""
+    leaf = f"seed{self.seed}-steps{self.train_steps}-bs{self.batch_size}-{self.key()}"
+    return pathlib.Path(runs_dir) / self.dataset / self.model / self.mixture / leaf
+
+  def to_dict(self) -> dict[str, Any]:
+    """JSON form (run.json's "spec"); `from_dict` inverts it."""
+    out = dataclasses.asdict(self)
+    out["gin_bindings"] = list(self.gin_bindings)
+    return out
+
+  @classmethod
+  def from_dict(cls, data: dict[str, Any]) -> RunSpec:
+    """The spec of a run.json "spec" entry.
+
+    Raises:
+      ValueError: naming the unknown or missing fields.
+    """
+    fields = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - fields)
+    if unknown:
+      raise ValueError(f"run spec has unknown fields {unknown}; expected some of {sorted(fields)}")
+    values = dict(data)
+    values["gin_bindings"] = tuple(values.get("gin_bindings", ()))
+    try:
+      return cls(**values)
+    except TypeError as e:
+      raise ValueError(f"run spec {data!r}: {e}") from e
+
+
+def _as_tuple(owner: str, name: str, values: Sequence[Any]) -> tuple[Any, ...]:
+  values = tuple(values)
+  if not values:
+    raise ValueError(f"{owner}.{name} is empty: expected at least one value")
+  duplicates = sorted({str(v) for v in values if values.count(v) > 1})
+  if duplicates:
+    raise ValueError(f"{owner}.{name} lists {duplicates} more than once")
+  return values
+
+
+@dataclasses.dataclass(frozen=True)
+class Grid:
+  """datasets x models x seeds x mixtures, all with one training budget.
+
+  Attributes mirror `RunSpec`; `datasets`, `models`, `mixtures` and `seeds` are tuples.
+  """
+  name: str
+  datasets: tuple[str, ...]
+  models: tuple[str, ...]
+  mixtures: tuple[str, ...]
+  seeds: tuple[int, ...]
+  train_steps: int
+  batch_size: int
+  decode_max_examples: int | None
+  inputs_length: int = 1024
+  targets_length: int = 64
+  initial_checkpoint: str | None = None
+  vocabulary: str | None = None
+  gin_bindings: tuple[str, ...] = ()
+
+  def __post_init__(self):
+    for name in ("datasets", "models", "mixtures", "seeds"):
+      object.__setattr__(self, name, _as_tuple("Grid", name, getattr(self, name)))
+    object.__setattr__(self, "gin_bindings", tuple(self.gin_bindings))
+    from rec_t5x.data import catalog  # pylint: disable=g-import-not-at-top  (light, no data I/O)
+    known = set(catalog.names())
+    for dataset in self.datasets:
+      if dataset not in known:
+        raise ValueError(f"Grid.datasets: unknown dataset {dataset!r}; known: {sorted(known)}")
+    for mixture in self.mixtures:
+      if mixture not in MIXTURES:
+        raise ValueError(f"Grid.mixtures: unknown mixture {mixture!r}; expected some of {MIXTURES}")
+    list(self.runs())  # Validates every field through RunSpec.
+
+  def runs(self) -> Iterator[RunSpec]:
+    """The runs, ordered dataset, model, seed, mixture.
+
+    Every mixture of seed 0 comes first, so a partly finished grid already compares all mixtures.
+    """
+    for dataset in self.datasets:
+      for model in self.models:
+        for seed in self.seeds:
+          for mixture in self.mixtures:
+            yield RunSpec(dataset=dataset, model=model, mixture=mixture, seed=seed,
+                          train_steps=self.train_steps, batch_size=self.batch_size,
+                          inputs_length=self.inputs_length, targets_length=self.targets_length,
+                          initial_checkpoint=self.initial_checkpoint, vocabulary=self.vocabulary,
+                          gin_bindings=tuple(self.gin_bindings),
+                          decode_max_examples=self.decode_max_examples)
+
+  def replace(self, **overrides: Any) -> Grid:
+    """A validated copy with the given fields replaced (None is a value, e.g. all test users)."""
+    return dataclasses.replace(self, **overrides)
+
+
+# The budgets of the named grids (see the module docstring for the headline's cost).
+HEADLINE_TRAIN_STEPS = 150
+HEADLINE_BATCH_SIZE = 8
+HEADLINE_DECODE_MAX_EXAMPLES = 128
+FULL_TRAIN_STEPS = 2000
+FULL_BATCH_SIZE = 32
+
+PRESETS: dict[str, Grid] = {
+    "headline": Grid(
+        name="headline", datasets=("ml100k",), models=("tiny",), mixtures=MIXTURES,
+        seeds=(0, 1, 2), train_steps=HEADLINE_TRAIN_STEPS, batch_size=HEADLINE_BATCH_SIZE,
+        decode_max_examples=HEADLINE_DECODE_MAX_EXAMPLES),
+    "full": Grid(
+        name="full", datasets=("ml100k", "ml1m"), models=("tiny", "small"), mixtures=MIXTURES,
+        seeds=(0, 1, 2), train_steps=FULL_TRAIN_STEPS, batch_size=FULL_BATCH_SIZE,
+        decode_max_examples=None),
+    # The driver's end-to-end check: a few steps and users, only to exercise every stage.
+    "smoke": Grid(
+        name="smoke", datasets=("ml100k",), models=("tiny",), mixtures=("rec_only", "rec_mim"),
+        seeds=(0,), train_steps=4, batch_size=2, decode_max_examples=4),
+}
+
+
+def preset(name: str) -> Grid:
+  """The named grid.
+
+  Raises:
+    ValueError: naming the known presets.
+  """
+  if name not in PRESETS:
+    raise ValueError(f"unknown grid {name!r}; expected one of {sorted(PRESETS)}")
+  return PRESETS[name]

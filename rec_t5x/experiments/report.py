@@ -1,0 +1,218 @@
+"""The ablation's Markdown report (docs/results.md), generated from run.json records only.
+
+Everything above the `## Discussion` heading is regenerated on every call; the Discussion section
+(from that heading to the end of the file) is written by hand and kept as it is. A new file gets
+an empty, clearly marked Discussion section.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+import contextlib
+import os
+import pathlib
+import tempfile
+from typing import Any
+
+from rec_t5x.experiments import aggregate
+from rec_t5x.experiments import baselines as baselines_lib
+from rec_t5x.experiments import grid as grid_lib
+
+Baselines = Mapping[str, Mapping[str, Mapping[str, Any] | None]]
+DISCUSSION_HEADING = "## Discussion"
+DEFAULT_DISCUSSION = (
+    f"{DISCUSSION_HEADING}\n\n"
+    "<!-- Written by hand. scripts/run_experiment.py keeps everything from the '## Discussion' "
+    "heading to the end of this file when it regenerates the report. -->\n")
+BASELINE_COLUMNS = {"recall@5", "recall@10", "ndcg@10"}
+
+
+def extract_discussion(text: str) -> str | None:
+  """The text from the first line that is exactly `## Discussion` to the end, None when absent."""
+  lines = text.splitlines(keepends=True)
+  for i, line in enumerate(lines):
+    if line.strip() == DISCUSSION_HEADING:
+      return "".join(lines[i:])
+  return None
+
+
+def format_seconds(seconds: float | None) -> str:
+  """'1h02m03s', '4m05s', '6s'; '?' when unknown."""
+  if seconds is None:
+    return "?"
+  s = int(round(seconds))
+  h, rem = divmod(s, 3600)
+  m, sec = divmod(rem, 60)
+  if h:
+    return f"{h}h{m:02d}m{sec:02d}s"
+  return f"{m}m{sec:02d}s" if m else f"{sec}s"
+
+
+def _initialisation(setting: Mapping[str, Any]) -> str:
+  if setting.get("initial_checkpoint"):
+    return (f"initialised from `{setting['initial_checkpoint']}` (T5 vocabulary "
+            f"`{setting.get('vocabulary')}`)")
+  return "from scratch (random initialisation, the dataset's SentencePiece vocabulary)"
+
+
+def _setting_line(group: aggregate.Group) -> str:
+  s = group.setting
+  users = group.test_examples()
+  shown = ", ".join(f"{task} {'/'.join(map(str, counts))}" for task, counts in users.items())
+  requested = "all" if s["decode_max_examples"] is None else s["decode_max_examples"]
+  bindings = f"; extra bindings `{' '.join(s['gin_bindings'])}`" if s["gin_bindings"] else ""
+  return (f"{s['train_steps']} steps x batch {s['batch_size']} packed rows "
+          f"({s['inputs_length']} input / {s['targets_length']} target tokens), "
+          f"{_initialisation(s)}{bindings}. Test examples per task (requested: {requested}): "
+          f"{shown or 'none recorded'}.")
+
+
+def _baseline_rows(dataset_baselines: Mapping[str, Mapping[str, Any] | None] | None,
+                   width: int) -> list[str]:
+  rows = []
+  for model in baselines_lib.MODELS:
+    name = baselines_lib.DISPLAY_NAMES[model]
+    record = (dataset_baselines or {}).get(model)
+    cells = []
+    for column in aggregate.COLUMNS:
+      if column.task != "retrieval" or column.key not in BASELINE_COLUMNS:
+        cells.append("–")
+      elif record is None:
+        cells.append("not run")
+      else:
+        cells.append(f"{record['test'][column.key]:.4f}")
+    n = "–" if record is None else "1"
+    padding = " | –" * (width - 2 - len(cells))
+    rows.append(f"| *{name}* (baseline) | {n} | " + " | ".join(cells) + padding + " |")
+  return rows
+
+
+def _baseline_note(dataset_baselines: Mapping[str, Mapping[str, Any] | None] | None) -> str:
+  present = {m: b for m, b in (dataset_baselines or {}).items() if b is not None}
+  if not present:
+    return ("Baselines: not run (`--run_baselines` trains them, or "
+            "`python -m rec_t5x.baselines.run`, see docs/baselines.md).")
+  stops = "; ".join(
+      f"{b['name']}: {b['stop_reason']}"
+      + (f", best epoch {b['best_epoch']}/{b['epochs']}" if b.get("epochs") else "")
+      for b in present.values())
+  missing = [baselines_lib.DISPLAY_NAMES[m] for m, b in (dataset_baselines or {}).items()
+             if b is None]
+  missing_text = f" Not run: {', '.join(missing)}." if missing else ""
+  return (f"Baselines: one seed, full ranking of all items for every test user "
+          f"(docs/baselines.md; `{os.path.dirname(next(iter(present.values()))['path'])}`); "
+          f"{stops}.{missing_text}")
+
+
+def group_section(group: aggregate.Group,
+                  dataset_baselines: Mapping[str, Mapping[str, Any] | None] | None) -> str:
+  """The Markdown section of one setting: setting line, mixture table with baselines, runs."""
+  header = ["mixture", "n"] + [c.label for c in aggregate.COLUMNS] + ["R@10 vs rec_only"]
+  lines = [f"### {group.title}", "", _setting_line(group), "",
+           "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+  for mixture in group.mixtures:
+    stats = [group.stat(mixture, c) for c in aggregate.COLUMNS]
+    n = max((st.n for st in stats if st is not None), default=0)
+    gain = ("(reference)" if mixture == grid_lib.BASELINE_MIXTURE
+            else aggregate.format_gain(group.gain(mixture)))
+    lines.append(f"| {mixture} | {n} | " + " | ".join(aggregate.format_stat(st) for st in stats)
+                 + f" | {gain} |")
+  lines += _baseline_rows(dataset_baselines, len(header))
+  lines += ["", _baseline_note(dataset_baselines), "", "Runs:", "",
+            "| mixture | seed | steps | train | eval | final train loss | finished (UTC) | run |",
+            "|---|---|---|---|---|---|---|---|"]
+  for mixture in group.mixtures:
+    for record in group.runs[mixture]:
+      losses = (record.get("train_curve") or {}).get("loss") or []
+      loss = f"{losses[-1]:.4f}" if losses else "–"
+      lines.append(
+          f"| {mixture} | {record['spec']['seed']} | {record.get('eval_step', '?')} | "
+          f"{format_seconds(record.get('train_seconds'))} | "
+          f"{format_seconds(record.get('eval_seconds'))} | {loss} | {record.get('date', '?')} | "
+          f"`{record.get('key', '?')}` |")
+  return "\n".join(lines)
+
+
+def _machines(records: Sequence[Mapping[str, Any]]) -> str:
+  seen = []
+  for record in records:
+    m = record.get("machine") or {}
+    text = f"{m.get('nproc', '?')} CPUs ({m.get('cpu') or 'unknown CPU'}), {m.get('platform', '?')}"
+    if text not in seen:
+      seen.append(text)
+  loads = [l[0] for r in records if (l := (r.get("machine") or {}).get("load_average"))]
+  load = (f"; 1-minute load average when the runs finished: {min(loads):.1f}-{max(loads):.1f}"
+          if loads else "")
+  return ("; ".join(seen) or "unknown") + load
+
+
+SETUP = """\
+Each run trains one T5 on one mixture of the dataset (`rec_t5x.<dataset>.<mixture>`) with the same
+steps and batch size as every other run of its setting, then evaluates its final checkpoint on the
+TEST split of the dataset's `rec_only` mixture (`rec_t5x.eval`, gin/experiments/ablation_eval.gin):
+R@K / NDCG@10 = Recall / NDCG of the held-out last item in a beam-20 search constrained to the
+whole catalogue (history items excluded); rank HR@K = hit rate of the target among the ranking
+task's candidates ordered by likelihood; RMSE = rating error of the decoded rating (unparseable
+outputs scored at the far end of the scale) and of the expected rating under the model ("exp.").
+Cells are mean ± sample standard deviation over seeds (n = seeds); one value when n = 1. "R@10 vs
+rec_only" is the relative change of the mean test Recall@10 against `rec_only`. The T5 runs decode
+the seeded subset of test users listed per setting; the baselines rank all items for all test users.
+Training losses average over each mixture's own tasks, so compare their shapes, not their levels.
+"""
+
+
+def render(records: Sequence[Mapping[str, Any]], baselines: Baselines, *, command: str,
+           generated: str, planned: int | None = None,
+           plots: Sequence[tuple[str, str]] = ()) -> str:
+  """The report above the Discussion section.
+
+  Args:
+    records: complete run.json records.
+    baselines: {dataset: {model: `baselines.read(...)` or None}}.
+    command: the exact driver command line.
+    generated: timestamp of this report.
+    planned: runs in the grid (None: unknown).
+    plots: (caption, path relative to the report) of each plot.
+
+  Returns:
+    Markdown text ending with a newline.
+  """
+  groups = aggregate.group_records(records)
+  count = f"{len(records)} of {planned}" if planned is not None else f"{len(records)}"
+  lines = [
+      "# Auxiliary-task ablation: does fine-tuning on MIM / BPR / MLM give T5 recommendation "
+      "knowledge?", "",
+      "<!-- Generated by scripts/run_experiment.py from run.json files; everything above "
+      "'## Discussion' is rewritten on each run. -->", "",
+      f"Command: `{command}`", "",
+      f"Generated {generated} from {count} complete runs. Machine: {_machines(records)}.", "",
+      "## Headline", ""]
+  if groups:
+    lines += [f"- {aggregate.headline(g, baselines.get(g.setting['dataset']))}" for g in groups]
+  else:
+    lines.append("No run has finished yet.")
+  lines += ["", "## Setup", "", SETUP, "## Results", ""]
+  for group in groups:
+    lines += [group_section(group, baselines.get(group.setting["dataset"])), ""]
+  if plots:
+    lines += ["## Plots", ""]
+    lines += [f"![{caption}]({path})\n" for caption, path in plots]
+  return "\n".join(lines).rstrip() + "\n"
+
+
+def write(path: str | os.PathLike, body: str) -> pathlib.Path:
+  """Writes `body` plus the file's existing Discussion section (or an empty one), atomically."""
+  path = pathlib.Path(path)
+  existing = path.read_text(encoding="utf-8") if path.is_file() else ""
+  discussion = extract_discussion(existing) or DEFAULT_DISCUSSION
+  text = body.rstrip() + "\n\n" + discussion
+  path.parent.mkdir(parents=True, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+  try:
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+      f.write(text)
+    os.replace(tmp, path)
+  except BaseException:
+    with contextlib.suppress(FileNotFoundError):
+      os.remove(tmp)
+    raise
+  return path

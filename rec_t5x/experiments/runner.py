@@ -1,0 +1,272 @@
+"""Runs one ablation spec through subprocesses: train (resuming), evaluate on TEST, write run.json.
+
+States of a run directory (`RunSpec.run_dir`):
+
+  done        run.json exists, is complete, and its "spec" equals the spec: skipped.
+  trained     the final checkpoint `<run_dir>/<train_steps>/` exists: only evaluation runs (e.g. a
+              changed `decode_max_examples`, or an evaluation that was interrupted).
+  otherwise   `python -m rec_t5x.train` runs; it resumes by itself from the latest checkpoint of
+              an interrupted run.
+
+run.json: {"spec", "key", "status": "complete", "metrics" (eval_metrics.json "tasks": task ->
+metric -> value), "eval_step", "train_seconds" (summed over every train attempt, see
+timing.json), "eval_seconds", "train_curve" {"step", "loss"} (TensorBoard), "commands" (shell
+lines and argv), "num_embeddings", "date" (UTC, ISO 8601), "machine"}. It is written atomically
+after a successful evaluation, so its presence means the run finished. The subprocesses' output is
+echoed and kept in `<run_dir>/train.log` and `eval.log`.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+import contextlib
+import datetime
+import json
+import os
+import pathlib
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any, Protocol
+
+from rec_t5x.experiments import commands
+from rec_t5x.experiments import events
+from rec_t5x.experiments import grid as grid_lib
+
+RUN_FILE = "run.json"
+TIMING_FILE = "timing.json"
+EVAL_METRICS_FILE = "eval_metrics.json"  # written by rec_t5x.eval
+TRAIN_LOSS_TAG = "loss"
+Log = Callable[[str], None]
+
+
+class CommandFailed(RuntimeError):
+  """A subprocess of a run exited with a non-zero status."""
+
+
+class Executor(Protocol):
+  """Runs one command to completion; raises CommandFailed on a non-zero exit."""
+
+  def __call__(self, command: Sequence[str], *, env: Mapping[str, str],
+               log_path: pathlib.Path) -> None:
+    ...
+
+
+def execute(command: Sequence[str], *, env: Mapping[str, str], log_path: pathlib.Path,
+            echo: bool = True) -> None:
+  """Runs `command` from the repository root, copying its output to `log_path` (and stdout).
+
+  Raises:
+    CommandFailed: naming the command, its exit status and the log file.
+  """
+  log_path.parent.mkdir(parents=True, exist_ok=True)
+  with open(log_path, "a", encoding="utf-8") as log:
+    log.write(f"$ {commands.shell(command)}\n")
+    log.flush()
+    with subprocess.Popen(list(command), cwd=grid_lib.REPO_ROOT, env=dict(env), text=True,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, bufsize=1) as process:
+      assert process.stdout is not None
+      for line in process.stdout:
+        log.write(line)
+        if echo:
+          sys.stdout.write(line)
+          sys.stdout.flush()
+      status = process.wait()
+  if status != 0:
+    raise CommandFailed(f"exit status {status}: {commands.shell(command)} (output in {log_path})")
+
+
+def machine_info() -> dict[str, Any]:
+  """nproc, CPU model, platform and load average of this machine."""
+  cpu = platform.processor() or ""
+  with contextlib.suppress(OSError):
+    for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
+      if line.startswith("model name"):
+        cpu = line.split(":", 1)[1].strip()
+        break
+  load = os.getloadavg() if hasattr(os, "getloadavg") else None
+  return {"nproc": os.cpu_count(), "cpu": cpu, "platform": platform.platform(),
+          "load_average": [round(x, 2) for x in load] if load else None}
+
+
+def utc_now() -> str:
+  return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def write_json(path: pathlib.Path, data: Any) -> None:
+  """Writes JSON atomically (a temporary file renamed), so readers never see half a file."""
+  path.parent.mkdir(parents=True, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+  try:
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+      json.dump(data, f, indent=2, sort_keys=True)
+      f.write("\n")
+    os.replace(tmp, path)
+  except BaseException:
+    with contextlib.suppress(FileNotFoundError):
+      os.remove(tmp)
+    raise
+
+
+def read_json(path: pathlib.Path) -> Any | None:
+  """The JSON content of `path`, or None when it is missing or not valid JSON."""
+  try:
+    return json.loads(path.read_text(encoding="utf-8"))
+  except (OSError, ValueError):
+    return None
+
+
+def is_done(spec: grid_lib.RunSpec, run_dir: pathlib.Path) -> bool:
+  """Whether `run_dir/run.json` is complete and was written for exactly this spec."""
+  record = read_json(run_dir / RUN_FILE)
+  return (isinstance(record, dict) and record.get("status") == "complete"
+          and record.get("spec") == spec.to_dict() and isinstance(record.get("metrics"), dict))
+
+
+def is_trained(spec: grid_lib.RunSpec, run_dir: pathlib.Path) -> bool:
+  """Whether the final checkpoint `<run_dir>/<train_steps>/train_state` exists.
+
+  Orbax writes a step into a temporary folder and renames it into place once it is complete.
+  """
+  return (run_dir / str(spec.train_steps) / "train_state").is_dir()
+
+
+def train_seconds(run_dir: pathlib.Path) -> float | None:
+  """Wall-clock of every train attempt of the run (timing.json), None when none was recorded."""
+  timing = read_json(run_dir / TIMING_FILE) or {}
+  attempts = timing.get("train_attempts", [])
+  return sum(a["seconds"] for a in attempts) if attempts else None
+
+
+def _record_attempt(run_dir: pathlib.Path, seconds: float, completed: bool) -> None:
+  timing = read_json(run_dir / TIMING_FILE) or {}
+  timing.setdefault("train_attempts", []).append(
+      {"seconds": round(seconds, 2), "completed": completed, "ended": utc_now()})
+  write_json(run_dir / TIMING_FILE, timing)
+
+
+class VocabRows:
+  """NUM_EMBEDDINGS per (dataset, vocabulary), measured once per process by `vocab_command`."""
+
+  def __init__(self, python: str = sys.executable, base_env: Mapping[str, str] | None = None):
+    self._python = python
+    self._base_env = dict(os.environ if base_env is None else base_env)
+    self._cache: dict[tuple[str, str | None], int] = {}
+
+  def __call__(self, spec: grid_lib.RunSpec) -> int:
+    key = (spec.dataset, spec.vocabulary)
+    if key not in self._cache:
+      command = commands.vocab_command(spec.dataset, self._python)
+      done = subprocess.run(command, cwd=grid_lib.REPO_ROOT, capture_output=True, text=True,
+                            env=commands.run_env(spec, self._base_env), check=False)
+      if done.returncode != 0:
+        raise CommandFailed(f"{commands.shell(command)} failed ({done.returncode}):\n"
+                            f"{done.stderr[-4000:]}")
+      self._cache[key] = int(json.loads(done.stdout.strip().splitlines()[-1])["num_embeddings"])
+    return self._cache[key]
+
+
+def run_one(spec: grid_lib.RunSpec, runs_dir: str | os.PathLike, *,
+            executor: Executor = execute, num_embeddings: Callable[[grid_lib.RunSpec], int],
+            python: str = sys.executable, base_env: Mapping[str, str] | None = None,
+            clock: Callable[[], float] = time.monotonic, log: Log = print) -> dict[str, Any]:
+  """Trains (unless trained) and evaluates (unless done) one run; returns its run.json record.
+
+  Args:
+    spec: the run.
+    runs_dir: root of the run directories.
+    executor: runs a command (tests pass a fake).
+    num_embeddings: NUM_EMBEDDINGS of a spec (e.g. a `VocabRows`).
+    python: the interpreter of the subprocesses.
+    base_env: environment of the subprocesses before `commands.run_env` (default os.environ).
+    clock: seconds, monotonic (tests inject one).
+    log: progress messages.
+
+  Returns:
+    The run.json record.
+
+  Raises:
+    CommandFailed: a subprocess failed (run.json is not written; re-running resumes).
+    RuntimeError: the evaluation wrote no metrics, or evaluated another step than train_steps.
+  """
+  run_dir = spec.run_dir(pathlib.Path(runs_dir).resolve())
+  if is_done(spec, run_dir):
+    log(f"[experiment] done, skipped: {run_dir}")
+    return read_json(run_dir / RUN_FILE)
+  run_dir.mkdir(parents=True, exist_ok=True)
+  write_json(run_dir / "spec.json", spec.to_dict())
+  env = commands.run_env(spec, os.environ if base_env is None else base_env)
+  rows = num_embeddings(spec)
+  train = commands.train_command(spec, run_dir, rows, python)
+  evaluate = commands.eval_command(spec, run_dir, rows, python)
+  if is_trained(spec, run_dir):
+    log(f"[experiment] final checkpoint exists, evaluating only: {run_dir}")
+  else:
+    log(f"[experiment] training {spec.dataset}/{spec.model}/{spec.mixture} seed {spec.seed}: "
+        f"{run_dir}")
+    start, completed = clock(), False
+    try:
+      executor(train, env=env, log_path=run_dir / "train.log")
+      completed = True
+    finally:
+      _record_attempt(run_dir, clock() - start, completed)
+  log(f"[experiment] evaluating on TEST ({spec.decode_max_examples or 'all'} users per task)")
+  start = clock()
+  executor(evaluate, env=env, log_path=run_dir / "eval.log")
+  eval_seconds = clock() - start
+  return _write_record(spec, run_dir, train, evaluate, rows, eval_seconds, env)
+
+
+def _write_record(spec: grid_lib.RunSpec, run_dir: pathlib.Path, train: list[str],
+                  evaluate: list[str], rows: int, eval_seconds: float,
+                  env: Mapping[str, str]) -> dict[str, Any]:
+  metrics_path = commands.eval_dir(run_dir) / EVAL_METRICS_FILE
+  evaluation = read_json(metrics_path)
+  if not isinstance(evaluation, dict) or not isinstance(evaluation.get("tasks"), dict):
+    raise RuntimeError(f"{metrics_path}: missing or without 'tasks' after `rec_t5x.eval`")
+  if evaluation.get("step") != spec.train_steps:
+    raise RuntimeError(f"{metrics_path} evaluated step {evaluation.get('step')}, expected the "
+                       f"final step {spec.train_steps} of {run_dir}")
+  steps, losses = events.read_scalars(run_dir / "train", TRAIN_LOSS_TAG)
+  prefix = {commands.ENV_VOCABULARY: env[commands.ENV_VOCABULARY]} if spec.vocabulary else None
+  record = {
+      "spec": spec.to_dict(), "key": spec.key(), "status": "complete",
+      "metrics": evaluation["tasks"], "eval_step": evaluation["step"],
+      "train_seconds": train_seconds(run_dir), "eval_seconds": round(eval_seconds, 2),
+      "train_curve": {"step": steps, "loss": losses},
+      "commands": {"train": commands.shell(train, prefix), "eval": commands.shell(evaluate, prefix),
+                   "train_argv": train, "eval_argv": evaluate},
+      "num_embeddings": rows, "date": utc_now(), "machine": machine_info(),
+  }
+  write_json(run_dir / RUN_FILE, record)
+  return record
+
+
+def load_records(run_dirs: Sequence[pathlib.Path],
+                 specs: Sequence[grid_lib.RunSpec] | None = None) -> list[dict[str, Any]]:
+  """The complete run.json records of `run_dirs`.
+
+  Args:
+    run_dirs: run directories; those without a complete run.json are left out.
+    specs: when given (one per directory), a record counts only if it was written for that spec
+      (a run evaluated with other settings, e.g. fewer test users, is left out).
+
+  Returns:
+    The records, in the order of `run_dirs`.
+  """
+  if specs is not None and len(specs) != len(run_dirs):
+    raise ValueError(f"load_records: {len(specs)} specs for {len(run_dirs)} run directories")
+  records = []
+  for i, run_dir in enumerate(run_dirs):
+    record = read_json(pathlib.Path(run_dir) / RUN_FILE)
+    if not isinstance(record, dict) or record.get("status") != "complete":
+      continue
+    if specs is None or record.get("spec") == specs[i].to_dict():
+      records.append(record)
+  return records
+
+
+def find_records(runs_dir: str | os.PathLike) -> list[dict[str, Any]]:
+  """Every complete run.json under `runs_dir` (any grid), in path order."""
+  return load_records(sorted(p.parent for p in pathlib.Path(runs_dir).rglob(RUN_FILE)))

@@ -1,0 +1,96 @@
+"""Tests for rec_t5x.experiments.aggregate against hand-computed statistics."""
+import math
+
+import pytest
+
+from rec_t5x.experiments import aggregate
+from tests.experiments import fakes
+
+
+def _records(values_by_mixture, **overrides):
+  return [fakes.record(fakes.spec(mixture=m, seed=i, **overrides), v)
+          for m, values in values_by_mixture.items() for i, v in enumerate(values)]
+
+
+def test_mean_and_sample_std_by_hand():
+  stat = aggregate.mean_std([0.1, 0.2, 0.3])
+  assert stat.n == 3
+  assert stat.mean == pytest.approx(0.2)
+  assert stat.std == pytest.approx(0.1)  # sqrt((0.01 + 0 + 0.01) / 2)
+  two = aggregate.mean_std([1.0, 4.0])
+  assert two.mean == 2.5 and two.std == pytest.approx(math.sqrt(4.5))
+  assert aggregate.mean_std([0.5]) == aggregate.Stat(0.5, None, 1)
+  assert aggregate.mean_std([]) is None
+  assert aggregate.mean_std([float("nan"), None, 2.0]) == aggregate.Stat(2.0, None, 1)
+
+
+def test_group_statistics_and_relative_gain():
+  records = _records({"rec_mim": [0.30, 0.20, 0.25], "rec_only": [0.10, 0.20, 0.30]})
+  (group,) = aggregate.group_records(records)
+  assert group.mixtures == ["rec_only", "rec_mim"]  # Report order, rec_only first.
+  r10 = group.stat("rec_mim", aggregate.RECALL_10)
+  assert (r10.mean, r10.n) == (pytest.approx(0.25), 3)
+  assert r10.std == pytest.approx(0.05)
+  assert group.gain("rec_mim") == pytest.approx(25.0)  # (0.25 - 0.20) / 0.20
+  assert group.gain("rec_only") == pytest.approx(0.0)
+  r5 = group.stat("rec_only", aggregate.COLUMNS[0])
+  assert r5.mean == pytest.approx(0.1)  # fakes: recall@5 = recall@10 / 2
+  assert group.stat("rec_only", aggregate.COLUMNS[-1]).mean == pytest.approx(1.1)
+  assert group.test_examples() == {"retrieval": [4], "ranking": [4], "rating": [4]}
+
+
+def test_groups_split_by_setting():
+  records = (_records({"rec_only": [0.1]}) + _records({"rec_only": [0.2]}, train_steps=8)
+             + _records({"rec_only": [0.3]}, model="small"))
+  groups = aggregate.group_records(records)
+  assert [(g.setting["model"], g.setting["train_steps"]) for g in groups] == [
+      ("tiny", 4), ("tiny", 8), ("small", 4)]
+  assert [g.title for g in groups] == ["ML-100K / tiny", "ML-100K / tiny", "ML-100K / small"]
+
+
+def test_relative_gain_edge_cases():
+  assert aggregate.relative_gain(0.3, 0.2) == pytest.approx(50.0)
+  assert aggregate.relative_gain(0.1, 0.0) is None
+  assert aggregate.relative_gain(None, 0.2) is None
+
+
+def test_mean_curve_over_common_steps():
+  records = [fakes.record(fakes.spec(seed=0), 0.1, losses=(4.0, 3.0, 2.0)),
+             fakes.record(fakes.spec(seed=1), 0.1, losses=(6.0, 5.0))]
+  (group,) = aggregate.group_records(records)
+  assert group.mean_curve("rec_only") == ([2, 4], [5.0, 4.0])
+  assert group.mean_curve("rec_all") == ([], [])
+
+
+def test_formatting():
+  assert aggregate.format_stat(aggregate.Stat(0.12345, 0.01, 3)) == "0.1235 ± 0.0100"
+  assert aggregate.format_stat(aggregate.Stat(0.5, None, 1)) == "0.5000"
+  assert aggregate.format_stat(None) == "–"
+  assert aggregate.format_gain(12.345) == "+12.3%" and aggregate.format_gain(None) == "–"
+
+
+def test_headline_best_mixture_vs_rec_only_with_baselines():
+  records = _records({"rec_only": [0.10, 0.20, 0.30], "rec_mim": [0.30, 0.20, 0.25],
+                      "rec_bpr": [0.0, 0.1, 0.2]})
+  (group,) = aggregate.group_records(records)
+  baselines = {"pop": {"name": "Pop", "test": {"recall@10": 0.0859}},
+               "sasrec": {"name": "SASRec", "test": {"recall@10": 0.1771}}, "lightgcn": None}
+  text = aggregate.headline(group, baselines)
+  assert text == (
+      "ML-100K / tiny (4 steps x batch 2): best mixture rec_mim: test R@10 0.2500 ± 0.0500 (n=3) "
+      "vs rec_only 0.2000 ± 0.1000 (n=3), relative gain +25.0%; the gap is within one seed "
+      "standard deviation; baselines (test R@10): SASRec 0.1771, Pop 0.0859.")
+
+
+def test_headline_when_no_auxiliary_mixture_wins_and_no_baselines():
+  (group,) = aggregate.group_records(_records({"rec_only": [0.4], "rec_all": [0.2]}))
+  text = aggregate.headline(group, None)
+  assert "no auxiliary mixture beats rec_only; best auxiliary mixture rec_all" in text
+  assert "relative gain -50.0%; one seed each" in text
+  assert text.endswith("baselines (test R@10): baselines not run.")
+
+
+def test_headline_without_rec_only():
+  (group,) = aggregate.group_records(_records({"rec_mlm": [0.2, 0.4]}))
+  assert "no finished rec_only run; best mixture by test R@10: rec_mlm 0.3000 ± 0.1414 (n=2)" in aggregate.headline(
+      group, {})

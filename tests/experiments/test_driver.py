@@ -1,0 +1,81 @@
+"""Tests for rec_t5x.experiments.driver: flags -> grid, dry run, report-only regeneration."""
+import pytest
+
+from rec_t5x.experiments import driver
+from rec_t5x.experiments import grid as grid_lib
+from rec_t5x.experiments import runner
+from tests.experiments import fakes
+
+
+def _grid(*flags, environ=None):
+  args = driver.build_parser().parse_args(["--grid", *flags])
+  return driver.grid_from_args(args, environ or {})
+
+
+def test_overrides_replace_only_given_fields():
+  grid = _grid("headline", "--datasets", "ml1m", "--models", "tiny,small", "--mixtures",
+               "rec_only,rec_all", "--seeds", "0,1", "--train_steps", "50", "--batch_size", "4",
+               "--gin", "DROPOUT_RATE=0.1")
+  assert (grid.datasets, grid.models, grid.mixtures, grid.seeds) == (
+      ("ml1m",), ("tiny", "small"), ("rec_only", "rec_all"), (0, 1))
+  assert (grid.train_steps, grid.batch_size, grid.gin_bindings) == (50, 4, ("DROPOUT_RATE=0.1",))
+  assert grid.decode_max_examples == grid_lib.HEADLINE_DECODE_MAX_EXAMPLES
+  assert _grid("headline", "--decode_max_examples", "all").decode_max_examples is None
+  assert _grid("smoke", "--decode_max_examples", "7").decode_max_examples == 7
+
+
+def test_initial_checkpoint_takes_the_vocabulary_from_flag_or_environment(tmp_path):
+  grid = _grid("smoke", "--initial_checkpoint", "ckpt", environ={"REC_T5X_VOCABULARY": "/t5.model"})
+  assert grid.vocabulary == "/t5.model" and grid.initial_checkpoint.endswith("/ckpt")
+  grid = _grid("smoke", "--initial_checkpoint", "/c", "--t5_vocabulary", "/v.model")
+  assert grid.vocabulary == "/v.model"
+  with pytest.raises(ValueError, match="needs the T5 vocabulary"):
+    _grid("smoke", "--initial_checkpoint", "/c")
+  with pytest.raises(ValueError, match="only used with --initial_checkpoint"):
+    _grid("smoke", "--t5_vocabulary", "/v.model")
+
+
+def test_dry_run_lists_states(tmp_path, capsys):
+  fakes.write_run(tmp_path, fakes.spec(), 0.1)  # The smoke grid's rec_only run.
+  assert driver.main(["--grid", "smoke", "--runs_dir", str(tmp_path), "--dry_run"]) == 0
+  out = capsys.readouterr().out
+  assert "done" in out and "ml100k/tiny/rec_only seed 0" in out
+  assert "new" in out and "ml100k/tiny/rec_mim seed 0" in out
+
+
+def test_report_only_regenerates_report_and_plots_from_run_json(tmp_path):
+  for mixture, value in (("rec_only", 0.1), ("rec_mim", 0.2)):
+    fakes.write_run(tmp_path / "runs", fakes.spec(mixture=mixture), value)
+  fakes.write_run(tmp_path / "runs", fakes.spec(mixture="rec_all"), 0.9)  # Not in the grid.
+  results = tmp_path / "docs" / "results.md"
+  status = driver.main(["--grid", "smoke", "--runs_dir", str(tmp_path / "runs"), "--results",
+                        str(results), "--plots_dir", str(tmp_path / "docs" / "results"),
+                        "--baselines_dir", str(tmp_path / "baselines"), "--report_only"])
+  assert status == 0
+  text = results.read_text()
+  assert "from 2 of 2 complete runs" in text
+  assert "best mixture rec_mim: test R@10 0.2000 (n=1) vs rec_only 0.1000 (n=1)" in text
+  assert "rec_all" not in text.split("## Setup")[1].split("## Discussion")[0]
+  assert "![Test Recall@10 per mixture (mean ± std over seeds; dashed: baselines)]" \
+         "(results/recall_at_10.png)" in text
+  assert (tmp_path / "docs" / "results" / "train_loss.png").stat().st_size > 0
+  assert "Command: `python scripts/run_experiment.py --grid smoke --runs_dir" in text
+  assert text.rstrip().endswith("regenerates the report. -->")
+
+
+def test_failed_run_still_writes_the_report_and_exits_1(tmp_path, monkeypatch):
+  fakes.write_run(tmp_path / "runs", fakes.spec(), 0.1)
+  calls = []
+
+  def fake_run_one(spec, runs_dir, **kwargs):
+    calls.append(spec.mixture)
+    if spec.mixture == "rec_mim":
+      raise runner.CommandFailed("exit status 1: python -m rec_t5x.train ...")
+
+  monkeypatch.setattr(runner, "run_one", fake_run_one)
+  results = tmp_path / "results.md"
+  status = driver.main(["--grid", "smoke", "--runs_dir", str(tmp_path / "runs"), "--results",
+                        str(results), "--plots_dir", str(tmp_path / "plots"), "--baselines_dir",
+                        str(tmp_path / "baselines")])
+  assert status == 1 and calls == ["rec_only", "rec_mim"]
+  assert "from 1 of 2 complete runs" in results.read_text()

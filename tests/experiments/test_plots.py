@@ -1,0 +1,38 @@
+"""Tests for rec_t5x.experiments.plots: both PNGs are written and non-empty."""
+import pytest
+
+from rec_t5x.experiments import aggregate
+from rec_t5x.experiments import plots
+from tests.experiments import fakes
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _groups():
+  records = [fakes.record(fakes.spec(mixture=m, seed=s, **extra), 0.1 + 0.1 * s,
+                          losses=(5.0 - s, 4.0, 3.5))
+             for extra in ({}, {"model": "small"}) for m in ("rec_only", "rec_all") for s in (0, 1)]
+  return aggregate.group_records(records)
+
+
+def test_write_all_writes_two_non_empty_pngs(tmp_path):
+  baselines = {"ml100k": {"sasrec": {"name": "SASRec", "test": {"recall@10": 0.18}}, "pop": None}}
+  written = plots.write_all(_groups(), baselines, tmp_path / "plots")
+  assert [p.name for _, p in written] == [plots.RECALL_FILE, plots.LOSS_FILE]
+  for _, path in written:
+    data = path.read_bytes()
+    assert data.startswith(PNG_SIGNATURE) and len(data) > 5000
+
+
+def test_single_seed_without_curves_still_plots(tmp_path):
+  record = fakes.record(fakes.spec(), 0.1)
+  record["train_curve"] = {"step": [], "loss": []}
+  groups = aggregate.group_records([record])
+  assert plots.loss_plot(groups, tmp_path / "l.png").stat().st_size > 0
+  assert plots.recall_plot(groups, {}, tmp_path / "r.png").stat().st_size > 0
+
+
+def test_no_groups():
+  assert plots.write_all([], {}, "/nonexistent") == []
+  with pytest.raises(ValueError, match="no finished runs"):
+    plots.recall_plot([], {}, "/nonexistent/r.png")

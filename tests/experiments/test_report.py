@@ -1,0 +1,85 @@
+"""Tests for rec_t5x.experiments.report: Markdown from fake run.json files, Discussion kept."""
+from rec_t5x.experiments import baselines as baselines_lib
+from rec_t5x.experiments import report
+from rec_t5x.experiments import runner
+from tests.experiments import fakes
+
+
+def _records(tmp_path):
+  dirs = [fakes.write_run(tmp_path / "runs", fakes.spec(mixture=m, seed=s), v)
+          for m, values in {"rec_only": [0.1, 0.2], "rec_mim": [0.3, 0.5]}.items()
+          for s, v in enumerate(values)]
+  return runner.load_records(dirs)
+
+
+def _render(records, baselines):
+  return report.render(records, baselines, command="python scripts/run_experiment.py --grid smoke",
+                       generated="2026-11-26T12:00:00+00:00", planned=5,
+                       plots=[("Recall@10", "results/recall_at_10.png")])
+
+
+def test_report_tables_headline_and_missing_baselines(tmp_path):
+  records = _records(tmp_path)
+  baselines = baselines_lib.read_all(tmp_path / "no_baselines", ["ml100k"])
+  text = _render(records, baselines)
+  assert "Command: `python scripts/run_experiment.py --grid smoke`" in text
+  assert "from 4 of 5 complete runs" in text
+  assert "Machine: 2 CPUs (Test CPU), Linux-test" in text
+  assert ("- ML-100K / tiny (4 steps x batch 2): best mixture rec_mim: test R@10 0.4000 ± 0.1414 "
+          "(n=2) vs rec_only 0.1500 ± 0.0707 (n=2), relative gain +166.7%") in text
+  assert "baselines (test R@10): baselines not run." in text
+  assert ("| rec_only | 2 | 0.0750 ± 0.0354 | 0.1500 ± 0.0707 | 0.0500 ± 0.0236 | "
+          "0.0500 ± 0.0000 | 0.2500 ± 0.0000 | 1.5000 ± 0.0000 | 1.1000 ± 0.0000 | "
+          "(reference) |") in text
+  assert "| rec_mim | 2 | " in text and "| +166.7% |" in text
+  assert ("| *SASRec* (baseline) | – | not run | not run | not run | – | – | – | – | – |"
+          in text)
+  assert "Baselines: not run" in text
+  assert "| rec_mim | 1 | 4 | 1m05s | 7s | 3.0000 | 2026-11-26T10:00:00+00:00 |" in text
+  assert "(requested: 4): retrieval 4, ranking 4, rating 4." in text
+  assert "![Recall@10](results/recall_at_10.png)" in text
+  assert "{" not in text.split("## Headline")[1].split("## Setup")[0]  # No template leftovers.
+
+
+def test_report_with_baselines_side_by_side(tmp_path):
+  root = tmp_path / "baselines"
+  fakes.write_baseline(root, "ml100k", "sasrec", 0.1780)
+  fakes.write_baseline(root, "ml100k", "pop", 0.0859)
+  text = _render(_records(tmp_path), baselines_lib.read_all(root, ["ml100k"]))
+  assert ("| *SASRec* (baseline) | 1 | 0.0890 | 0.1780 | 0.0890 | – | – | – | – | – |"
+          in text)
+  assert "| *LightGCN* (baseline) | – | not run |" in text
+  assert "baselines (test R@10): SASRec 0.1780, Pop 0.0859." in text
+  assert "Not run: BPR-MF, LightGCN." in text
+  assert "SASRec: patience, best epoch 3/8" in text
+
+
+def test_no_finished_runs():
+  text = report.render([], {}, command="c", generated="g")
+  assert "No run has finished yet." in text and "## Results" in text
+
+
+def test_write_adds_a_marked_discussion_then_preserves_it(tmp_path):
+  path = tmp_path / "docs" / "results.md"
+  report.write(path, "# Report v1\n")
+  first = path.read_text()
+  assert first.startswith("# Report v1\n\n## Discussion\n")
+  assert "Written by hand" in first
+  path.write_text(first.replace("# Report v1", "# stale")
+                  + "\nMIM helps a little (hand-written).\n")
+  report.write(path, "# Report v2\n")
+  second = path.read_text()
+  assert second.startswith("# Report v2\n\n## Discussion\n")
+  assert second.endswith("\nMIM helps a little (hand-written).\n")
+  assert "stale" not in second
+
+
+def test_extract_discussion():
+  assert report.extract_discussion("# A\n## Discussionish\nx\n") is None
+  assert report.extract_discussion("# A\n## Discussion\nkeep\n### more\n") == (
+      "## Discussion\nkeep\n### more\n")
+
+
+def test_format_seconds():
+  assert [report.format_seconds(s) for s in (None, 6.4, 245, 3723)] == ["?", "6s", "4m05s",
+                                                                        "1h02m03s"]

@@ -1,0 +1,153 @@
+"""Tests for rec_t5x.experiments.runner with a fake executor: skip, resume, eval-only, run.json."""
+import ast
+import json
+import pathlib
+
+import pytest
+
+from rec_t5x.experiments import runner
+from tests.experiments import fakes
+
+
+class FakeExecutor:
+  """Plays rec_t5x.train (writes the final checkpoint) and rec_t5x.eval (eval_metrics.json)."""
+
+  def __init__(self, recall10=0.1, fail_train=False, eval_step=None):
+    self.calls = []
+    self.recall10 = recall10
+    self.fail_train = fail_train
+    self.eval_step = eval_step
+
+  def __call__(self, command, *, env, log_path):
+    bindings = dict(a[len("--gin."):].split("=", 1) for a in command if a.startswith("--gin."))
+    binary = command[2]
+    self.calls.append((binary, dict(env), log_path.name))
+    if binary == "rec_t5x.train":
+      if self.fail_train:
+        raise runner.CommandFailed("train killed")
+      model_dir = pathlib.Path(ast.literal_eval(bindings["MODEL_DIR"]))
+      (model_dir / bindings["TRAIN_STEPS"] / "train_state").mkdir(parents=True)
+      self.steps = int(bindings["TRAIN_STEPS"])
+    else:
+      out = pathlib.Path(ast.literal_eval(bindings["EVAL_OUTPUT_DIR"]))
+      out.mkdir(parents=True, exist_ok=True)
+      step = self.eval_step or int(pathlib.Path(ast.literal_eval(bindings["CHECKPOINT_PATH"])).name
+                                   .split("-")[1].removeprefix("steps"))
+      (out / "eval_metrics.json").write_text(json.dumps(
+          {"step": step, "split": "test", "tasks": fakes.metrics(self.recall10)}))
+
+  def binaries(self):
+    return [c[0] for c in self.calls]
+
+
+class Clock:
+
+  def __init__(self):
+    self.now = 0.0
+
+  def __call__(self):
+    self.now += 10.0
+    return self.now
+
+
+def _run(spec, runs_dir, executor, **kwargs):
+  return runner.run_one(spec, runs_dir, executor=executor, num_embeddings=lambda s: 2432,
+                        python="/py", base_env={"REC_T5X_VOCABULARY": "/x"}, clock=Clock(),
+                        log=lambda m: None, **kwargs)
+
+
+def test_new_run_trains_evaluates_and_writes_run_json(tmp_path):
+  spec = fakes.spec(mixture="rec_mim")
+  executor = FakeExecutor(recall10=0.25)
+  record = _run(spec, tmp_path, executor)
+  assert executor.binaries() == ["rec_t5x.train", "rec_t5x.eval"]
+  assert all("REC_T5X_VOCABULARY" not in env for _, env, _ in executor.calls)
+  saved = fakes.read(spec.run_dir(tmp_path) / "run.json")
+  assert saved == record
+  assert saved["spec"] == spec.to_dict() and saved["status"] == "complete"
+  assert saved["metrics"]["rec_t5x.ml100k.retrieval"]["recall@10"] == 0.25
+  assert saved["train_seconds"] == 10.0 and saved["eval_seconds"] == 10.0
+  assert saved["commands"]["train"].startswith("/py -m rec_t5x.train ")
+  assert saved["commands"]["eval_argv"][2] == "rec_t5x.eval"
+  assert saved["num_embeddings"] == 2432 and saved["eval_step"] == 4
+  assert saved["train_curve"] == {"step": [], "loss": []}  # The fake wrote no event file.
+  assert saved["machine"]["nproc"] >= 1
+
+
+def test_finished_run_is_skipped(tmp_path):
+  spec = fakes.spec()
+  first = _run(spec, tmp_path, FakeExecutor())
+  executor = FakeExecutor(recall10=0.9)
+  assert _run(spec, tmp_path, executor) == first
+  assert executor.calls == []
+
+
+def test_changed_evaluation_reuses_the_checkpoint(tmp_path):
+  _run(fakes.spec(decode_max_examples=4), tmp_path, FakeExecutor())
+  executor = FakeExecutor(recall10=0.3)
+  record = _run(fakes.spec(decode_max_examples=8), tmp_path, executor)
+  assert executor.binaries() == ["rec_t5x.eval"]
+  assert record["spec"]["decode_max_examples"] == 8
+  assert record["train_seconds"] == 10.0  # Still the first (only) train attempt.
+
+
+def test_interrupted_training_leaves_no_run_json_and_is_resumed(tmp_path):
+  spec = fakes.spec()
+  with pytest.raises(runner.CommandFailed, match="train killed"):
+    _run(spec, tmp_path, FakeExecutor(fail_train=True))
+  run_dir = spec.run_dir(tmp_path)
+  assert not (run_dir / "run.json").exists()
+  assert not runner.is_done(spec, run_dir) and not runner.is_trained(spec, run_dir)
+  executor = FakeExecutor()
+  record = _run(spec, tmp_path, executor)
+  assert executor.binaries() == ["rec_t5x.train", "rec_t5x.eval"]
+  attempts = fakes.read(run_dir / "timing.json")["train_attempts"]
+  assert [a["completed"] for a in attempts] == [False, True]
+  assert record["train_seconds"] == 20.0  # Both attempts count.
+
+
+def test_run_json_of_another_spec_is_not_done(tmp_path):
+  spec = fakes.spec()
+  _run(spec, tmp_path, FakeExecutor())
+  path = spec.run_dir(tmp_path) / "run.json"
+  data = fakes.read(path)
+  data["spec"]["decode_max_examples"] = 99
+  path.write_text(json.dumps(data))
+  assert not runner.is_done(spec, spec.run_dir(tmp_path))
+  data["spec"]["decode_max_examples"] = 4
+  data["status"] = "running"
+  path.write_text(json.dumps(data))
+  assert not runner.is_done(spec, spec.run_dir(tmp_path))
+
+
+def test_initialised_run_gets_the_t5_vocabulary(tmp_path):
+  spec = fakes.spec(initial_checkpoint="/ckpt", vocabulary="/t5.model")
+  executor = FakeExecutor()
+  record = _run(spec, tmp_path, executor)
+  assert [env["REC_T5X_VOCABULARY"] for _, env, _ in executor.calls] == ["/t5.model"] * 2
+  assert record["commands"]["train"].startswith("REC_T5X_VOCABULARY=/t5.model /py -m rec_t5x.train")
+
+
+def test_evaluation_of_the_wrong_step_is_an_error(tmp_path):
+  with pytest.raises(RuntimeError, match="evaluated step 2, expected the final step 4"):
+    _run(fakes.spec(), tmp_path, FakeExecutor(eval_step=2))
+
+
+def test_load_and_find_records_skip_unfinished(tmp_path):
+  done = fakes.write_run(tmp_path, fakes.spec(), 0.1)
+  unfinished = fakes.spec(seed=1).run_dir(tmp_path)
+  unfinished.mkdir(parents=True)
+  assert [r["key"] for r in runner.load_records([done, unfinished])] == [fakes.spec().key()]
+  assert len(runner.find_records(tmp_path)) == 1
+  # With specs, a record written for other evaluation settings does not count.
+  assert len(runner.load_records([done], [fakes.spec()])) == 1
+  assert runner.load_records([done], [fakes.spec(decode_max_examples=8)]) == []
+
+
+def test_execute_tees_output_and_raises_on_failure(tmp_path, capsys):
+  log = tmp_path / "x.log"
+  runner.execute(["python3", "-c", "print('hello')"], env={"PATH": "/usr/bin:/bin"}, log_path=log)
+  assert "hello" in log.read_text() and "hello" in capsys.readouterr().out
+  with pytest.raises(runner.CommandFailed, match=r"exit status 3: python3 -c .*x.log"):
+    runner.execute(["python3", "-c", "import sys; sys.exit(3)"], env={"PATH": "/usr/bin:/bin"},
+                   log_path=log, echo=False)
