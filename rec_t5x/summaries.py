@@ -6,7 +6,6 @@
 the ETA. Only process 0 writes summaries; every process may print.
 """
 import dataclasses
-import math
 import os
 import pathlib
 import time
@@ -15,6 +14,8 @@ from collections.abc import Callable, Mapping
 from clu import metric_writers
 import jax
 import numpy as np
+
+from rec_t5x import durations
 
 
 def batch_counts(batch: Mapping[str, np.ndarray]) -> tuple[int, int]:
@@ -35,18 +36,6 @@ def batch_counts(batch: Mapping[str, np.ndarray]) -> tuple[int, int]:
     examples = int(np.count_nonzero(targets.any(axis=1)))
   tokens = int(np.count_nonzero(targets) + np.count_nonzero(np.asarray(batch["encoder_input_tokens"])))
   return examples, tokens
-
-
-def format_duration(seconds: float) -> str:
-  """'1h02m03s', '4m05s' or '6s' (rounded to whole seconds); '?' when unknown."""
-  if not math.isfinite(seconds) or seconds < 0:
-    return "?"
-  s = int(round(seconds))
-  h, rem = divmod(s, 3600)
-  m, sec = divmod(rem, 60)
-  if h:
-    return f"{h}h{m:02d}m{sec:02d}s"
-  return f"{m}m{sec:02d}s" if m else f"{sec}s"
 
 
 @dataclasses.dataclass
@@ -107,7 +96,7 @@ def progress_line(step: int, total_steps: int, metrics: Mapping[str, float]) -> 
   if rate:
     rates = [f"{rate:.2f} steps/s", f"{metrics['timing/examples_per_second']:.1f} ex/s",
              f"{metrics['timing/nonpadding_tokens_per_second']:.0f} tok/s",
-             f"ETA {format_duration((total_steps - step) / rate)}"]
+             f"ETA {durations.format_duration((total_steps - step) / rate)}"]
   return " | ".join(p for p in (head, " ".join(values), " ".join(rates)) if p)
 
 

@@ -13,6 +13,7 @@ import pathlib
 import tempfile
 from typing import Any
 
+from rec_t5x import durations
 from rec_t5x.experiments import aggregate
 from rec_t5x.experiments import baselines as baselines_lib
 from rec_t5x.experiments import grid as grid_lib
@@ -33,18 +34,6 @@ def extract_discussion(text: str) -> str | None:
     if line.strip() == DISCUSSION_HEADING:
       return "".join(lines[i:])
   return None
-
-
-def format_seconds(seconds: float | None) -> str:
-  """'1h02m03s', '4m05s', '6s'; '?' when unknown."""
-  if seconds is None:
-    return "?"
-  s = int(round(seconds))
-  h, rem = divmod(s, 3600)
-  m, sec = divmod(rem, 60)
-  if h:
-    return f"{h}h{m:02d}m{sec:02d}s"
-  return f"{m}m{sec:02d}s" if m else f"{sec}s"
 
 
 def _initialisation(setting: Mapping[str, Any]) -> str:
@@ -126,9 +115,9 @@ def group_section(group: aggregate.Group,
       loss = f"{losses[-1]:.4f}" if losses else "–"
       lines.append(
           f"| {mixture} | {record['spec']['seed']} | {record.get('eval_step', '?')} | "
-          f"{format_seconds(record.get('train_seconds'))} | "
-          f"{format_seconds(record.get('eval_seconds'))} | {loss} | {record.get('date', '?')} | "
-          f"`{record.get('key', '?')}` |")
+          f"{durations.format_duration(record.get('train_seconds'))} | "
+          f"{durations.format_duration(record.get('eval_seconds'))} | {loss} | "
+          f"{record.get('date', '?')} | `{record.get('key', '?')}` |")
   return "\n".join(lines)
 
 

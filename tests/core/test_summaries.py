@@ -1,6 +1,5 @@
 """Tests for rec_t5x.summaries: counts, rates, progress line and TensorBoard event files."""
 import numpy as np
-import pytest
 import tensorflow as tf
 
 from rec_t5x import summaries
@@ -27,12 +26,6 @@ def test_batch_counts_packed_and_unpacked():
       "decoder_target_tokens": np.array([[3, 1], [0, 0]]),  # Second row is padding.
   }
   assert summaries.batch_counts(unpacked) == (1, 4)
-
-
-@pytest.mark.parametrize("seconds,text", [(5.4, "5s"), (65, "1m05s"), (3723, "1h02m03s"),
-                                          (float("inf"), "?")])
-def test_format_duration(seconds, text):
-  assert summaries.format_duration(seconds) == text
 
 
 def test_throughput_rates_over_interval():

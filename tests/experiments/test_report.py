@@ -78,8 +78,3 @@ def test_extract_discussion():
   assert report.extract_discussion("# A\n## Discussionish\nx\n") is None
   assert report.extract_discussion("# A\n## Discussion\nkeep\n### more\n") == (
       "## Discussion\nkeep\n### more\n")
-
-
-def test_format_seconds():
-  assert [report.format_seconds(s) for s in (None, 6.4, 245, 3723)] == ["?", "6s", "4m05s",
-                                                                        "1h02m03s"]
