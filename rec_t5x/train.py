@@ -233,6 +233,9 @@ def run_loop(trainer: trainer_lib.Trainer, state: trainer_lib.TrainState,
       save_checkpoint(manager, step, state, iterator, force=step == loop.total_steps)
       if sigterm.requested():
         save_checkpoint(manager, step, state, iterator, force=True)
+        # Wait for the (asynchronous) write while the flag still catches SIGTERM: schedulers
+        # often repeat the signal, and the default action would kill the process mid-write.
+        manager.wait_until_finished()
         log(f"SIGTERM: saved step {step} to {manager.directory}; exiting")
         break
   return state

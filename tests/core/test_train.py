@@ -365,6 +365,43 @@ def test_nonfinite_loss_stops_naming_the_step_and_keeps_last_good_checkpoint(tmp
   assert train_lib.own_input_state(input_state) == b"4"
 
 
+class _SignalledAgainWhileWriting(checkpoints.CheckpointManager):
+  """A manager whose scheduler repeats SIGTERM while the final checkpoint is being written."""
+
+  def __init__(self, *args, **kwargs):
+    super().__init__(*args, **kwargs)
+    self.repeated = 0
+
+  def wait_until_finished(self):
+    if self.repeated == 0 and signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+      # Only while rec_t5x's handler is installed; under the default action this would kill pytest.
+      self.repeated += 1
+      os.kill(os.getpid(), signal.SIGTERM)
+    super().wait_until_finished()
+
+
+def test_sigterm_waits_for_the_checkpoint_with_the_handler_still_installed(tmp_path):
+  state = trainer_lib.TrainState(step=jax.numpy.zeros((), jax.numpy.int32),
+                                 params=jax.numpy.zeros(3), opt_state=())
+  logger = summaries.RunLogger(tmp_path, 10, write_summaries=False, print_fn=lambda s: None)
+  loop = train_lib.LoopConfig(total_steps=10, checkpoint_period=100, log_period=1)
+  messages = []
+
+  class _TermAtStep3(_NanAtStep):
+    def train_step(self, state, batch):
+      if int(state.step) == 2:
+        os.kill(os.getpid(), signal.SIGTERM)  # the scheduler preempts us during step 3
+      return super().train_step(state, batch)
+
+  with _SignalledAgainWhileWriting(tmp_path / "run", save_every=100) as manager:
+    final = train_lib.run_loop(_TermAtStep3(bad=-1), state, _FakeIterator(), manager, logger, loop,
+                               None, 1, messages.append)
+    # The repeated signal arrived during the write, was caught, and the write completed.
+    assert manager.repeated == 1 and manager.all_steps() == [3]
+  assert int(final.step) == 3 and messages[-1].startswith("SIGTERM: saved step 3")
+  assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["3"]
+
+
 @pytest.mark.parametrize("field,value", [("total_steps", 0), ("eval_period", -1),
                                          ("eval_steps", 0), ("log_period", 1.5)])
 def test_loop_config_names_bad_field(field, value):
