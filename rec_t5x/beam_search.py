@@ -196,14 +196,22 @@ def _finish(state: _State, log_probs: Array, config: BeamSearchConfig,
 
 
 def _extend(state: _State, log_probs: Array, config: BeamSearchConfig,
-            trie: item_trie.TrieArrays | None) -> tuple[Array, Array, Array, Array]:
-  """Best W non-EOS continuations: (parents [B, W], tokens [B, W], log-probs [B, W], nodes)."""
+            trie: item_trie.TrieArrays | None,
+            blocked: Array | None = None) -> tuple[Array, Array, Array, Array]:
+  """Best W non-EOS continuations: (parents [B, W], tokens [B, W], log-probs [B, W], nodes).
+
+  `blocked` (bool [B, num_nodes], `item_trie.blocked_nodes`) prunes continuations into branches
+  whose items are all excluded, so they never take a beam slot.
+  """
   batch, width, vocab = log_probs.shape
   alive_ok = (state.alive_log_probs > _INVALID_BELOW)[..., None]
   if trie is not None and config.constrained:
     tokens, next_nodes, valid = item_trie.children(trie, state.alive_nodes)  # [B, W, C]
     token_lp = jnp.take_along_axis(log_probs, jnp.maximum(tokens, 0), axis=-1)
     ok = valid & (tokens != config.eos_id) & alive_ok
+    if blocked is not None:
+      flat = jnp.maximum(next_nodes, 0).reshape(batch, -1)
+      ok &= ~jnp.take_along_axis(blocked, flat, axis=1).reshape(next_nodes.shape)
   else:
     tokens = jnp.broadcast_to(jnp.arange(vocab, dtype=jnp.int32), log_probs.shape)
     next_nodes = jnp.zeros(log_probs.shape, jnp.int32)
@@ -279,6 +287,7 @@ def beam_search(tokens_to_logits: decoding.TokensToLogits, cache: Any, batch_siz
   batch, width = batch_size, config.beam_size
   excluded = (None if excluded_items is None
               else item_trie.excluded_mask(excluded_items, trie.num_items))
+  blocked = None if excluded is None else item_trie.blocked_nodes(trie, excluded)
   cache = _tile_cache(cache, width, beam_invariant_cache_keys)
   first_alive = jnp.where(jnp.arange(width) == 0, 0.0, NEG_INF).astype(jnp.float32)
   state = _State(
@@ -302,7 +311,7 @@ def beam_search(tokens_to_logits: decoding.TokensToLogits, cache: Any, batch_siz
     logits, cache = tokens_to_logits(last.reshape(batch * width, 1).astype(jnp.int32), state.cache)
     log_probs = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1).reshape(batch, width, -1)
     fin_tokens, fin_lp, fin_scores, fin_items = _finish(state, log_probs, config, trie, excluded)
-    parents, tokens, alive_lp, nodes = _extend(state, log_probs, config, trie)
+    parents, tokens, alive_lp, nodes = _extend(state, log_probs, config, trie, blocked)
     alive_tokens = jax.lax.dynamic_update_slice_in_dim(
         _take(state.alive_tokens, parents), tokens[..., None], state.step, axis=2)
     cache = _reorder_cache(cache, parents, beam_invariant_cache_keys)

@@ -193,6 +193,31 @@ def test_excluding_every_item_leaves_only_invalid_slots(model):
   assert sorted(np.asarray(out.items[1])[np.asarray(out.valid[1])].tolist()) == [0, 2]
 
 
+def test_excluded_favourites_do_not_take_the_beam_slots(model):
+  """One token per item (atomic IDs), a narrow beam, and the model's favourites excluded.
+
+  Exclusion applied only at EOS would let the excluded favourites fill both beams after the first
+  token and return nothing valid; pruning blocked branches returns the best allowed items.
+  """
+  module, params = model
+  sequences = [[t, EOS] for t in range(2, VOCAB)]
+  config = beam_search.BeamSearchConfig(beam_size=2, top_k=2)
+  likelihood = _exhaustive(module, params, ENCODER_INPUTS[:2], sequences, 2)
+  trie = item_trie.build_item_trie(sequences)
+  rows = np.full((2, 4), -1, np.int32)
+  rows[:, :3] = np.argsort(-likelihood, axis=1)[:, :3]  # each example's three favourites
+  rows[1, 3] = rows[1, 0]  # a repeated history item counts once
+  fn = _compiled(module, config, with_exclusions=True)
+  out = fn(params, jnp.asarray(ENCODER_INPUTS[:2]), trie.arrays(), jnp.asarray(rows))
+  first_token = _exhaustive(module, params, ENCODER_INPUTS[:2], [[t] for t in range(2, VOCAB)], 1)
+  for b in range(2):
+    assert np.all(np.asarray(out.valid[b]))
+    # Beam 2 keeps the two best allowed first tokens, then orders them by full likelihood.
+    allowed = [i for i in np.argsort(-first_token[b]).tolist() if i not in rows[b]]
+    expected = sorted(allowed[:2], key=lambda i: -likelihood[b, i])
+    assert np.asarray(out.items[b]).tolist() == expected
+
+
 def test_sharded_search_equals_exhaustive_search(model):
   """Batch over 'data', heads / MLP / vocabulary over 'model' (2 x 2 devices), as in training."""
   module, params = model

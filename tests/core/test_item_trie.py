@@ -180,6 +180,28 @@ def test_excluded_mask_and_its_check():
     item_trie.check_excluded_items(np.array([1.0, 2.0]), num_items=4)
 
 
+def test_item_paths_subtree_counts_and_blocked_nodes():
+  trie = item_trie.build_item_trie(CATALOGUE)
+  prefixes = _prefixes(trie, CATALOGUE)
+  for item, seq in enumerate(CATALOGUE):
+    path = [prefixes[tuple(seq[:d + 1])] for d in range(len(seq))]
+    assert trie.item_nodes[item].tolist() == path + [-1] * (trie.max_length - len(seq))
+  for prefix, node in prefixes.items():
+    below = sum(1 for seq in CATALOGUE if tuple(seq[:len(prefix)]) == prefix)
+    assert trie.subtree_items[node] == below, prefix
+  # Excluding [5, 3] and [5] (twice) blocks only their own leaves: [5] still leads to [5, 4, ...].
+  for arrays in (trie.arrays(), trie.arrays(num_nodes=trie.num_nodes + 3, num_items=9,
+                                            max_length=6)):
+    excluded = item_trie.excluded_mask(jnp.asarray([[0, 3, 3, -1], [4, 5, -1, -1]]),
+                                       arrays.num_items)
+    blocked = np.asarray(item_trie.blocked_nodes(arrays, excluded))[:, :trie.num_nodes]
+    for prefix, node in prefixes.items():
+      for b, items in enumerate(([0, 3], [4, 5])):
+        below = [i for i, seq in enumerate(CATALOGUE) if tuple(seq[:len(prefix)]) == prefix]
+        assert blocked[b, node] == (set(below) <= set(items)), (b, prefix)
+  assert np.asarray(blocked)[1, prefixes[(7,)]]  # both [7, 3, ...] items excluded: [7] is blocked
+
+
 def test_trie_of_all_short_sequences_has_expected_size():
   # Every sequence over tokens {2, 3} of length <= 2, then EOS: 1 + 2 + 4 items.
   body = [list(p) for n in range(3) for p in itertools.product([2, 3], repeat=n)]
