@@ -17,7 +17,8 @@ Conventions (identical in every metric function):
   * A rank is 1-based; rank 0 means the target is not in the list (a miss).
   * Duplicates in a ranked list count once, at their first position; later copies are removed, so the
     items after them move up. The removed copies are reported as `duplicate_rate`.
-  * An invalid candidate (text that is not exactly one integer, or an id outside `valid_item_ids`)
+  * An invalid candidate (text that is not exactly one id, `4821` or `<i4821>`, or an id outside
+    `valid_item_ids`)
     can never be a hit but keeps its position: a wasted slot still pushes the target down.
     `invalid_rate` is the share of predicted candidates that were invalid; an empty prediction counts
     as one invalid candidate, so a single-string prediction gives the per-example rate.
@@ -38,6 +39,8 @@ from typing import Any
 
 import numpy as np
 
+from rec_t5x import item_ids
+
 # Marks an invalid candidate inside an id array (public item ids are >= 1).
 INVALID_ID = -1
 # Pads ranked lists of different lengths to one matrix; a padding slot is not a candidate.
@@ -48,7 +51,6 @@ DEFAULT_RANKING_KS = (1, 5, 10)
 DEFAULT_RATING_SCALE = (1.0, 5.0)
 
 _SEPARATORS = re.compile(r"[;,\s]+")
-_INTEGER = re.compile(r"[+]?\d+")
 _NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
 
 MetricFn = Callable[[Sequence[Any], Sequence[Any]], dict[str, float]]
@@ -259,8 +261,9 @@ def _split_tokens(text: Any) -> list[str]:
 def parse_item_ids(text: str | bytes) -> list[int]:
   """Parses a generated list of item ids, keeping the order.
 
-  Items are separated by ';', ',' or whitespace ("12; 7, 93 4" -> [12, 7, 93, 4]). Tokens that are
-  not integers are left out here; use `retrieval_metrics` (which counts them as invalid) to score.
+  Items are separated by ';', ',' or whitespace ("12; 7, 93 4" -> [12, 7, 93, 4]); an ID may be
+  spelled in either item-ID style ("<i12>" -> 12, rec_t5x/item_ids.py). Tokens that are not IDs
+  are left out here; use `retrieval_metrics` (which counts them as invalid) to score.
 
   Args:
     text: decoded model output (str or UTF-8 bytes).
@@ -268,7 +271,8 @@ def parse_item_ids(text: str | bytes) -> list[int]:
   Returns:
     The parsed ids, best first; [] when nothing parses.
   """
-  return [int(tok) for tok in _split_tokens(text) if _INTEGER.fullmatch(tok)]
+  ids = (item_ids.parse_id(tok) for tok in _split_tokens(text))
+  return [i for i in ids if i is not None]
 
 
 def parse_rating(text: str | bytes | float | int) -> float | None:
@@ -305,9 +309,10 @@ def _candidate_id(value: Any, valid: Collection[int] | None) -> int:
     item = int(value)
   else:
     tokens = _split_tokens(value)
-    if len(tokens) != 1 or not _INTEGER.fullmatch(tokens[0]):
+    parsed = item_ids.parse_id(tokens[0]) if len(tokens) == 1 else None
+    if parsed is None:
       return INVALID_ID
-    item = int(tokens[0])
+    item = parsed
   if item < 0 or (valid is not None and item not in valid):
     return INVALID_ID
   return item

@@ -15,7 +15,9 @@ Two ways to get token ids, both `seqio.SentencePieceVocabulary` objects with T5'
    Digits are split (`split_digits=True`), so an item id such as 4821 becomes the pieces
    4 8 2 1: every id is spelled with a handful of digit tokens (a small trie fan-out for constrained
    decoding). Byte fallback is on, so no character is ever `<unk>`. Delete the cached file to
-   retrain after the dataset's text changes.
+   retrain after the dataset's text changes. A dataset in the atomic item-ID style
+   (`<dataset>_atomic`, rec_t5x/item_ids.py) passes `symbols_fn`: every `<iN>` becomes a
+   user-defined symbol, one piece per item on top of the requested size.
 
 2. The real T5 vocabulary (`cc_all.32000.100extra`, the one FLAN-T5 checkpoints were trained with).
    This project does not download it; point rec_t5x at your copy of its `sentencepiece.model`:
@@ -114,16 +116,17 @@ def _collect_sentences(texts: Iterable[str]) -> tuple[list[str], int, int]:
 
 
 def _train_bytes(sentences: list[str], vocab_size: int, seed: int, character_coverage: float,
-                 max_sentence_length: int) -> bytes:
+                 max_sentence_length: int, user_defined_symbols: tuple[str, ...]) -> bytes:
   spm.set_random_generator_seed(seed)
   model = io.BytesIO()
+  extra = {"user_defined_symbols": list(user_defined_symbols)} if user_defined_symbols else {}
   spm.SentencePieceTrainer.train(
       sentence_iterator=iter(sentences), model_writer=model, model_type="unigram",
       vocab_size=vocab_size, pad_id=PAD_ID, eos_id=EOS_ID, unk_id=UNK_ID, bos_id=-1,
       pad_piece="<pad>", eos_piece="</s>", unk_piece="<unk>", split_digits=True,
       byte_fallback=True, character_coverage=character_coverage, num_threads=1,
       input_sentence_size=0, shuffle_input_sentence=False, max_sentence_length=max_sentence_length,
-      hard_vocab_limit=True, minloglevel=2)
+      hard_vocab_limit=True, minloglevel=2, **extra)
   return model.getvalue()
 
 
@@ -144,7 +147,8 @@ def _atomic_write(path: str, data: bytes) -> None:
 
 
 def train_sentencepiece(texts: Iterable[str], model_path: str, vocab_size: int, *, seed: int = 0,
-                        character_coverage: float = 0.9995) -> str:
+                        character_coverage: float = 0.9995,
+                        user_defined_symbols: Iterable[str] = ()) -> str:
   """Trains a unigram SentencePiece model with T5's special ids and writes it atomically.
 
   Conventions: pad 0, eos 1, unk 2, no bos; digits split into single-digit pieces; byte fallback
@@ -152,7 +156,12 @@ def train_sentencepiece(texts: Iterable[str], model_path: str, vocab_size: int, 
   characters). Deterministic: one thread, a fixed seed, no sampling of the input, so the same corpus
   gives a byte-identical model file. If the corpus cannot support `vocab_size` pieces, the size is
   capped to the largest it supports and a warning says so. A `<model_path minus .model>.json` file
-  records the requested and actual sizes and a SHA-256 of the corpus.
+  records the requested and actual sizes, the number of user-defined symbols and a SHA-256 of the
+  corpus.
+
+  User-defined symbols (e.g. the atomic item IDs `<i1>` .. `<iN>`, rec_t5x/item_ids.py) are pieces
+  of their own wherever they occur in text, whatever the corpus statistics; they take ids right
+  after pad/eos/unk and count towards `vocab_size` (the learned pieces get what is left).
 
   Args:
     texts: training text; each text may hold several lines (each line is one sentence, blank lines
@@ -163,6 +172,7 @@ def train_sentencepiece(texts: Iterable[str], model_path: str, vocab_size: int, 
       the extra ids that `seqio.SentencePieceVocabulary` appends.
     seed: SentencePiece's random seed.
     character_coverage: share of characters covered by character pieces (the rest use bytes).
+    user_defined_symbols: strings that always encode as one piece each (distinct, non-empty).
 
   Returns:
     `model_path`.
@@ -175,13 +185,22 @@ def train_sentencepiece(texts: Iterable[str], model_path: str, vocab_size: int, 
     raise ValueError(f"vocab_size must be an integer >= 4; got {vocab_size!r}")
   if not 0.0 < character_coverage <= 1.0:
     raise ValueError(f"character_coverage must be in (0, 1]; got {character_coverage!r}")
+  symbols = tuple(user_defined_symbols)
+  bad = [sym for sym in symbols if not isinstance(sym, str) or not sym or sym.isspace()]
+  if bad or len(set(symbols)) != len(symbols):
+    raise ValueError(f"user_defined_symbols for {model_path} must be distinct non-empty strings; "
+                     f"got {len(symbols)} with {len(symbols) - len(set(symbols))} repeated and "
+                     f"invalid ones {bad[:5]}")
+  if symbols and vocab_size < len(symbols) + 4:
+    raise ValueError(f"vocab_size={vocab_size} for {model_path} cannot hold {len(symbols)} "
+                     "user-defined symbols plus pad/eos/unk")
   sentences, blank, longest = _collect_sentences(texts)
   if not sentences:
     raise ValueError(f"cannot train {model_path}: the corpus has no non-blank text ({blank} blank lines)")
   max_len = max(_SPM_MAX_SENTENCE_LENGTH, longest + 1)
   actual = vocab_size
   try:
-    model = _train_bytes(sentences, actual, seed, character_coverage, max_len)
+    model = _train_bytes(sentences, actual, seed, character_coverage, max_len, symbols)
   except RuntimeError as e:
     match = _CAP_PATTERN.search(str(e))
     if match is None:
@@ -190,7 +209,7 @@ def train_sentencepiece(texts: Iterable[str], model_path: str, vocab_size: int, 
     actual = int(match.group(2))
     logging.warning("Vocabulary %s: the corpus (%d sentences) supports at most %d pieces; "
                     "capping vocab_size %d -> %d.", model_path, len(sentences), actual, vocab_size, actual)
-    model = _train_bytes(sentences, actual, seed, character_coverage, max_len)
+    model = _train_bytes(sentences, actual, seed, character_coverage, max_len, symbols)
   if blank:
     logging.info("Vocabulary %s: skipped %d blank lines of the corpus.", model_path, blank)
   digest = hashlib.sha256("\n".join(sentences).encode("utf-8")).hexdigest()
@@ -198,7 +217,7 @@ def train_sentencepiece(texts: Iterable[str], model_path: str, vocab_size: int, 
           "num_sentences": len(sentences), "blank_lines_skipped": blank, "corpus_sha256": digest,
           "seed": seed, "character_coverage": character_coverage, "model_type": "unigram",
           "split_digits": True, "byte_fallback": True, "pad_id": PAD_ID, "eos_id": EOS_ID,
-          "unk_id": UNK_ID, "bos_id": -1}
+          "unk_id": UNK_ID, "bos_id": -1, "user_defined_symbols": len(symbols)}
   _atomic_write(os.path.splitext(model_path)[0] + ".json",
                 (json.dumps(meta, indent=2, sort_keys=True) + "\n").encode("utf-8"))
   _atomic_write(model_path, model)
@@ -217,18 +236,29 @@ def _file_lock(path: str):
       fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
 
-def ensure_sentencepiece(model_path: str, corpus_fn: Callable[[], Iterable[str]], vocab_size: int) -> str:
+def ensure_sentencepiece(model_path: str, corpus_fn: Callable[[], Iterable[str]], vocab_size: int,
+                         symbols_fn: Callable[[], Iterable[str]] | None = None) -> str:
   """Returns `model_path`, training it from `corpus_fn()` first unless it already exists.
 
   Safe when several processes call it at once: they serialise on a lock file, and the one that
   finds the model already written returns without calling `corpus_fn`.
+
+  Args:
+    model_path: the cached model file.
+    corpus_fn: zero-argument callable returning the training text.
+    vocab_size: learned pieces requested; user-defined symbols come on top of it.
+    symbols_fn: optional zero-argument callable returning user-defined symbols (called only when
+      training).
   """
   if os.path.exists(model_path):
     return model_path
   with _file_lock(model_path):
     if not os.path.exists(model_path):
-      logging.info("Training SentencePiece vocabulary %s (vocab_size=%d).", model_path, vocab_size)
-      train_sentencepiece(corpus_fn(), model_path, vocab_size)
+      symbols = tuple(symbols_fn()) if symbols_fn is not None else ()
+      logging.info("Training SentencePiece vocabulary %s (vocab_size=%d + %d user-defined symbols).",
+                   model_path, vocab_size, len(symbols))
+      train_sentencepiece(corpus_fn(), model_path, vocab_size + len(symbols),
+                          user_defined_symbols=symbols)
   return model_path
 
 
@@ -288,7 +318,11 @@ class DatasetVocabulary(seqio.SentencePieceVocabulary):
 
   def __init__(self, dataset_name: str, corpus_fn: Callable[[], Iterable[str]],
                vocab_size: int = DEFAULT_VOCAB_SIZE, extra_ids: int = DEFAULT_EXTRA_IDS,
-               data_dir: str | None = None):
+               data_dir: str | None = None,
+               symbols_fn: Callable[[], Iterable[str]] | None = None):
+    if symbols_fn is not None and not callable(symbols_fn):
+      raise TypeError(f"symbols_fn for {dataset_name!r} must be callable or None; got "
+                      f"{type(symbols_fn).__name__}")
     if not callable(corpus_fn):
       raise TypeError(f"corpus_fn for {dataset_name!r} must be callable; got {type(corpus_fn).__name__}")
     if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size < 4:
@@ -297,6 +331,7 @@ class DatasetVocabulary(seqio.SentencePieceVocabulary):
       raise ValueError(f"extra_ids for {dataset_name!r} must be an integer >= 0; got {extra_ids!r}")
     self._dataset_name = dataset_name
     self._corpus_fn = corpus_fn
+    self._symbols_fn = symbols_fn
     self._requested_vocab_size = vocab_size
     self._data_dir = data_dir
     self._pinned_file: str | None = None
@@ -308,6 +343,7 @@ class DatasetVocabulary(seqio.SentencePieceVocabulary):
     state = super().__getstate__()
     if self._pinned_file is not None:
       state["_corpus_fn"] = None  # no longer needed; lets used vocabularies pickle with any corpus_fn
+      state["_symbols_fn"] = None
     return state
 
   @property
@@ -329,13 +365,26 @@ class DatasetVocabulary(seqio.SentencePieceVocabulary):
         override = vocabulary_override()
         if override:
           path = _checked_override(override)
+          self._check_no_symbols(path)
         else:
           path = ensure_sentencepiece(
               vocabulary_cache_path(self._dataset_name, self._requested_vocab_size, self._data_dir),
-              self._corpus_fn, self._requested_vocab_size)
+              self._corpus_fn, self._requested_vocab_size, self._symbols_fn)
         self._pinned_file = path
       self._sentencepiece_model_file = self._pinned_file
     return super()._model_context()
+
+  def _check_no_symbols(self, override: str) -> None:
+    """A fixed (T5) model file cannot hold this dataset's user-defined symbols: refuse it."""
+    if self._symbols_fn is None:
+      return
+    count = len(tuple(self._symbols_fn()))
+    if count:
+      raise ValueError(
+          f"dataset {self._dataset_name!r} needs {count} user-defined vocabulary symbols (atomic "
+          f"item IDs, rec_t5x/item_ids.py), but the vocabulary is fixed to {override!r} by "
+          f"use_vocabulary() / ${ENV_VOCABULARY}, which has none of them. Use the digits-style "
+          f"dataset (without the '_atomic' suffix) with the T5 vocabulary, or unset the override.")
 
   @property
   def sentencepiece_model_file(self) -> str:
@@ -382,7 +431,8 @@ def _normalizer_key(spec: Any) -> bytes | None:
 
 def get_vocabulary(dataset_name: str, corpus_fn: Callable[[], Iterable[str]],
                    vocab_size: int = DEFAULT_VOCAB_SIZE, extra_ids: int = DEFAULT_EXTRA_IDS,
-                   data_dir: str | None = None) -> DatasetVocabulary:
+                   data_dir: str | None = None,
+                   symbols_fn: Callable[[], Iterable[str]] | None = None) -> DatasetVocabulary:
   """The SeqIO vocabulary for a dataset; returns immediately, trains on first use.
 
   Args:
@@ -393,9 +443,12 @@ def get_vocabulary(dataset_name: str, corpus_fn: Callable[[], Iterable[str]],
       the vocabulary then has `pieces + extra_ids` ids.
     extra_ids: T5 sentinels appended as the last ids (`<extra_id_0>` = last id).
     data_dir: overrides `$REC_T5X_DATA_DIR` / `~/.cache/rec_t5x` for the cache.
+    symbols_fn: optional zero-argument callable returning user-defined symbols that always encode
+      as one piece (the atomic item IDs); they come on top of `vocab_size`. Called only when the
+      model is trained, or to refuse a T5 override that cannot hold them.
 
   Returns:
     A lazy `seqio.SentencePieceVocabulary` (see `DatasetVocabulary`).
   """
   return DatasetVocabulary(dataset_name, corpus_fn, vocab_size=vocab_size, extra_ids=extra_ids,
-                           data_dir=data_dir)
+                           data_dir=data_dir, symbols_fn=symbols_fn)

@@ -3,7 +3,9 @@
 Registration is cheap (no data loading, no vocabulary training), so T5X can use it as
 `MIXTURE_OR_TASK_MODULE=seqio_tasks`:
 
-  tasks     rec_t5x.<dataset>.<task>     dataset in ml100k, ml1m, beauty, toys, sports;
+  tasks     rec_t5x.<dataset>.<task>     dataset in ml100k, ml1m, beauty, toys, sports, and
+                                         each as <dataset>_atomic (one vocabulary piece per
+                                         item ID, rec_t5x/item_ids.py);
                                          task in retrieval, ranking, rating (splits train,
                                          validation, test) and mim, mlm, bpr (train only)
   mixtures  rec_t5x.<dataset>.rec_only   retrieval + ranking + rating

@@ -35,6 +35,7 @@ from typing import Callable, Iterable, Mapping, Optional, Sequence, Union
 
 import seqio
 
+from rec_t5x import item_ids
 from rec_t5x import prompts
 from rec_t5x import vocabulary as vocabulary_lib
 from rec_t5x.prompts import config as config_lib
@@ -43,7 +44,11 @@ from seqio_tasks import rates as rates_lib
 from seqio_tasks import sources
 
 PREFIX = "rec_t5x"
-DEFAULT_DATASETS = ("ml100k", "ml1m", "beauty", "toys", "sports")
+CATALOG_DATASETS = ("ml100k", "ml1m", "beauty", "toys", "sports")
+# Every catalogue dataset in the digits style, then each in the atomic item-ID style
+# (`ml100k_atomic`, ...; rec_t5x/item_ids.py): same data and split, one vocabulary piece per item.
+DEFAULT_DATASETS = CATALOG_DATASETS + tuple(
+    item_ids.variant_name(name, item_ids.ATOMIC) for name in CATALOG_DATASETS)
 MIXTURES: dict[str, tuple[str, ...]] = {
     "rec_only": ("retrieval", "ranking", "rating"),
     "rec_mim": ("retrieval", "ranking", "rating", "mim"),
@@ -116,8 +121,19 @@ def mixture_name(dataset: str, mixture: str) -> str:
 
 
 def _catalog_loader(name: str):
+  """`catalog.load` of the name's base dataset, in the item-ID style its suffix names."""
   from rec_t5x.data import catalog  # pylint: disable=g-import-not-at-top  (lazy: no I/O at import)
-  return catalog.load(name)
+  base, style = item_ids.split_variant(name)
+  ds = catalog.load(base)
+  return ds if style == item_ids.DIGITS else ds.with_item_id_style(style, name=name)
+
+
+def item_id_symbols(dataset: str) -> list[str]:
+  """User-defined vocabulary symbols a registered dataset needs: its atomic IDs, or none."""
+  ds = load_dataset(dataset)
+  if getattr(ds, "item_id_style", item_ids.DIGITS) != item_ids.ATOMIC:
+    return []
+  return item_ids.atomic_symbols(ds.num_items)
 
 
 def load_dataset(dataset: str):
@@ -145,9 +161,11 @@ def register_dataset(name: str, loader: Optional[Callable[[], object]] = None,
   Args:
     name: dataset name ([A-Za-z0-9_]+); the catalogue's names need no loader.
     loader: zero-argument callable returning the RecDataset; default
-      `rec_t5x.data.catalog.load(name)`. Called on first read, never here.
+      `rec_t5x.data.catalog.load(name)`, or for `<base>_atomic` the catalogue's `<base>` in the
+      atomic item-ID style (rec_t5x/item_ids.py). Called on first read, never here.
     vocabulary: vocabulary of the dataset's tasks; default
-      `rec_t5x.vocabulary.get_vocabulary(name, corpus_fn)` (trained lazily on the dataset's text).
+      `rec_t5x.vocabulary.get_vocabulary(name, corpus_fn)` (trained lazily on the dataset's text;
+      a dataset in the atomic style gets every item ID as a piece of its own).
 
   Returns:
     The registry entry.
@@ -161,7 +179,8 @@ def register_dataset(name: str, loader: Optional[Callable[[], object]] = None,
   if not callable(loader):
     raise ValueError(f"dataset {name!r}: loader must be a zero-argument callable, got {loader!r}")
   if vocabulary is None:
-    vocabulary = vocabulary_lib.get_vocabulary(name, functools.partial(vocabulary_corpus, name))
+    vocabulary = vocabulary_lib.get_vocabulary(name, functools.partial(vocabulary_corpus, name),
+                                               symbols_fn=functools.partial(item_id_symbols, name))
   entry = DatasetEntry(name, loader, vocabulary)
   _DATASETS[name] = entry
   return entry

@@ -23,7 +23,8 @@ On-disk format (a directory, written by `save`, read by `load`; FORMAT_VERSION 1
                   provenance written by processing and the catalog: "source", "processing"
                   (ProcessingConfig fields), "report" (ReadReport counts and first locations),
                   "statistics", and for cached catalog entries "cache_key" and "source_files"
-                  (path, size, mtime_ns of each raw file).
+                  (path, size, mtime_ns of each raw file); "item_id_style" (absent in older
+                  files: "digits").
 
 `save` writes into a temporary sibling directory and renames it into place, so a reader never sees
 a half-written dataset.
@@ -39,6 +40,8 @@ import tempfile
 from typing import Any, Mapping
 
 import numpy as np
+
+from rec_t5x import item_ids
 
 FORMAT_VERSION = 1
 _ARRAYS = ("user_offsets", "items", "ratings", "timestamps", "item_public_ids")
@@ -60,6 +63,9 @@ class RecDataset:
     item_raw_ids: [num_items] the source's item ids, or () when unknown.
     user_raw_ids: [num_users] the source's user ids, or () when unknown (never shown in prompts).
     info: JSON-serialisable provenance (source, processing config, read report, statistics).
+    item_id_style: how prompts spell public IDs, "digits" (`4821`) or "atomic" (`<i4821>`, one
+      vocabulary piece per item); see rec_t5x/item_ids.py. A rendering choice, not data: the
+      `<name>_atomic` dataset variants are the same dataset with this set by `with_item_id_style`.
   """
   name: str
   item_public_ids: np.ndarray
@@ -72,6 +78,7 @@ class RecDataset:
   item_raw_ids: tuple[str, ...] = ()
   user_raw_ids: tuple[str, ...] = ()
   info: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+  item_id_style: str = item_ids.DIGITS
   _index_of_public_id: np.ndarray = dataclasses.field(init=False, repr=False)
 
   def __post_init__(self):
@@ -110,6 +117,7 @@ class RecDataset:
       if not low < high:
         raise ValueError(f"RecDataset.rating_scale: expected (min, max) with min < max, got "
                          f"{self.rating_scale}")
+    item_ids.check_style(self.item_id_style, "RecDataset.item_id_style")
     object.__setattr__(self, "item_titles", tuple(self.item_titles))
     object.__setattr__(self, "_index_of_public_id", inverse)
 
@@ -182,6 +190,10 @@ class RecDataset:
     """Public ID of an item index."""
     return int(self.item_public_ids[item])
 
+  def with_item_id_style(self, style: str, name: str | None = None) -> RecDataset:
+    """The same dataset (arrays shared, not copied) with another item-ID style and optionally name."""
+    return dataclasses.replace(self, item_id_style=style, name=self.name if name is None else name)
+
   def save(self, directory: str | os.PathLike) -> pathlib.Path:
     """Writes the dataset to `directory` (see the module docstring for the format)."""
     return save(self, directory)
@@ -243,7 +255,8 @@ def save(dataset: RecDataset, directory: str | os.PathLike) -> pathlib.Path:
             "num_interactions": dataset.num_interactions,
             "rating_scale": list(dataset.rating_scale) if dataset.rating_scale else None,
             "has_item_raw_ids": bool(dataset.item_raw_ids),
-            "has_user_raw_ids": bool(dataset.user_raw_ids), "info": dict(dataset.info)}
+            "has_user_raw_ids": bool(dataset.user_raw_ids), "info": dict(dataset.info),
+            "item_id_style": dataset.item_id_style}
     with open(tmp / "meta.json", "w", encoding="utf-8") as f:
       json.dump(meta, f, indent=1, sort_keys=True)
     if directory.exists():
@@ -316,4 +329,5 @@ def load(directory: str | os.PathLike) -> RecDataset:
       items=values["items"], ratings=values["ratings"], timestamps=values["timestamps"],
       rating_scale=tuple(scale) if scale else None,
       item_raw_ids=tuple(row[2] for row in items) if meta.get("has_item_raw_ids") else (),
-      user_raw_ids=tuple(row[1] for row in users), info=meta.get("info", {}))
+      user_raw_ids=tuple(row[1] for row in users), info=meta.get("info", {}),
+      item_id_style=meta.get("item_id_style", item_ids.DIGITS))

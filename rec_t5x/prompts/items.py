@@ -3,17 +3,22 @@
 An item is shown as `<public id>: <title>` (`4821: Toy Story (1995)`), or just `<public id>` when
 the dataset has no title for it; histories and candidate lists join items with "; ". Targets that
 name an item are the bare public ID (`4821`), so a constrained decoder can build a trie over the
-ID token sequences. Internal item indices and user indices never appear in text.
+ID token sequences. The ID is spelled in the dataset's item-ID style (`ds.item_id_style`,
+rec_t5x/item_ids.py): `4821` (digits) or `<i4821>` (atomic, one vocabulary piece per item).
+Internal item indices and user indices never appear in text.
 """
 import numpy as np
+
+from rec_t5x import item_ids
 
 ITEM_SEPARATOR = "; "
 TARGET_SEPARATOR = ", "
 
 
 def public_id(ds, item: int) -> str:
-  """The public ID of an internal item index, as text (e.g. "4821")."""
-  return str(int(ds.item_public_ids[int(item)]))
+  """The public ID of an internal item index, as text in the dataset's style ("4821", "<i4821>")."""
+  return item_ids.format_id(int(ds.item_public_ids[int(item)]),
+                            getattr(ds, "item_id_style", item_ids.DIGITS))
 
 
 def item_text(ds, item: int) -> str:
@@ -28,7 +33,8 @@ def item_words(ds, item: int) -> tuple[list[str], int]:
 
   Returns:
     (words, num_id_words): `" ".join(words) == item_text(ds, item)` up to whitespace runs inside
-    the title, and `words[:num_id_words]` is the ID word ("4821:" or "4821").
+    the title, and `words[:num_id_words]` is the ID word ("4821:" or "4821"; "<i4821>:" in the
+    atomic style).
   """
   title_words = ds.item_titles[int(item)].split()
   pid = public_id(ds, item)

@@ -118,6 +118,8 @@ def test_vectorised_matches_brute_force_on_random_rankings():
     ("item 5", [5]),
     ("no ids here", []),
     ("", []),
+    ("<i12>; <i7>, 93", [12, 7, 93]),  # the atomic item-ID style (rec_t5x/item_ids.py)
+    ("<i12 > <x3>", []),
 ])
 def test_parse_item_ids(text, expected):
   assert metrics.parse_item_ids(text) == expected

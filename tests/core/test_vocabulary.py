@@ -129,6 +129,55 @@ def test_training_errors(tmp_path):
   assert [p.name for p in tmp_path.iterdir() if p.suffix == ".tmp"] == []
 
 
+def test_user_defined_symbols_are_single_pieces(tmp_path):
+  symbols = [f"<i{i}>" for i in range(1, 61)]
+  path = vocabulary.train_sentencepiece(
+      [t + f" <i{i % 60 + 1}>: title" for i, t in enumerate(_corpus(0))], str(tmp_path / "s.model"),
+      vocab_size=320 + len(symbols), user_defined_symbols=symbols)
+  vocab = seqio.SentencePieceVocabulary(path, extra_ids=100)
+  for symbol in ("<i1>", "<i9>", "<i10>", "<i60>"):
+    pieces = [vocab.decode([i]) for i in vocab.encode(f"the {symbol}: item 12")]
+    assert pieces.count(symbol) == 1, pieces
+  assert vocab.decode(vocab.encode("rated <i42>: x 42")) == "rated <i42>: x 42"
+  assert all(not vocab.decode([i]).startswith("<i") for i in vocab.encode("item 42 <i> <i61>"))
+  assert json.loads((tmp_path / "s.json").read_text())["user_defined_symbols"] == 60
+  with pytest.raises(ValueError, match="distinct non-empty strings"):
+    vocabulary.train_sentencepiece(_corpus(0), str(tmp_path / "d.model"), vocab_size=400,
+                                   user_defined_symbols=["<i1>", "<i1>"])
+  with pytest.raises(ValueError, match="cannot hold 60 user-defined symbols"):
+    vocabulary.train_sentencepiece(_corpus(0), str(tmp_path / "d.model"), vocab_size=50,
+                                   user_defined_symbols=symbols)
+
+
+def test_symbols_come_on_top_of_the_requested_size_and_refuse_a_fixed_model(
+    tmp_path, monkeypatch, stand_in_t5):
+  symbols = [f"<i{i}>" for i in range(1, 31)]
+  calls = []
+
+  def symbols_fn():
+    calls.append(1)
+    return symbols
+
+  vocab = vocabulary.get_vocabulary("toys_atomic", _CountingCorpus(), vocab_size=300,
+                                    data_dir=str(tmp_path), symbols_fn=symbols_fn)
+  assert not calls
+  ids = vocab.encode("x <i30>")
+  assert len(calls) == 1 and vocab.decode([ids[-1]]) == "<i30>"
+  processor = spm.SentencePieceProcessor(model_file=vocab.sentencepiece_model_file)
+  assert processor.get_piece_size() == 300 + 30  # the corpus supports 341: no cap
+  # The T5 switch cannot hold the symbols: a clear error instead of silently spelling IDs by bytes.
+  monkeypatch.setenv(vocabulary.ENV_VOCABULARY, stand_in_t5)
+  other = vocabulary.get_vocabulary("toys_atomic", _CountingCorpus(), vocab_size=320,
+                                    data_dir=str(tmp_path / "other"), symbols_fn=symbols_fn)
+  with pytest.raises(ValueError, match=r"'toys_atomic' needs 30 user-defined vocabulary symbols.*"
+                     r"without the '_atomic' suffix"):
+    other.encode("x")
+  # A dataset without symbols (digits style) still switches.
+  plain = vocabulary.get_vocabulary("toys", _CountingCorpus(), vocab_size=320,
+                                    data_dir=str(tmp_path / "other"), symbols_fn=lambda: [])
+  assert plain.sentencepiece_model_file == stand_in_t5 and plain.encode("x")
+
+
 def test_get_vocabulary_is_lazy_and_cached(tmp_path):
   corpus = _CountingCorpus()
   vocab = vocabulary.get_vocabulary("toys", corpus, vocab_size=320, data_dir=str(tmp_path))

@@ -66,6 +66,7 @@ def test_public_id_lookup():
     ({"ratings": np.ones(9, np.float32)}, "same length"),
     ({"rating_scale": (5.0, 5.0)}, "rating_scale"),
     ({"user_raw_ids": ("a",)}, "user_raw_ids: expected 3 ids"),
+    ({"item_id_style": "hex"}, r"RecDataset.item_id_style='hex': expected one of"),
 ])
 def test_validation(overrides, message):
   with pytest.raises(ValueError, match=message):
@@ -89,6 +90,19 @@ def test_save_load_round_trip_with_awkward_strings(tmp_path):
   assert meta["format_version"] == dataset_lib.FORMAT_VERSION and meta["num_interactions"] == 10
   header = (tmp_path / "toy" / "items.tsv").read_text().splitlines()[0]
   assert header == "index\tpublic_id\traw_id\ttitle"
+
+
+def test_item_id_style_round_trips_and_defaults_to_digits(tmp_path):
+  ds = _dataset()
+  assert ds.item_id_style == "digits"
+  atomic = ds.with_item_id_style("atomic")
+  assert atomic.item_id_style == "atomic" and atomic.items is ds.items
+  assert dataset_lib.load(dataset_lib.save(atomic, tmp_path / "a")).item_id_style == "atomic"
+  path = dataset_lib.save(ds, tmp_path / "d")
+  meta = json.loads((path / "meta.json").read_text())
+  del meta["item_id_style"]  # files written before the field existed
+  (path / "meta.json").write_text(json.dumps(meta))
+  assert dataset_lib.load(path).item_id_style == "digits"
 
 
 def test_save_load_without_ratings_or_raw_ids(tmp_path):

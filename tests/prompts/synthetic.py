@@ -14,6 +14,7 @@ _WORDS = ("alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hote
           "kilo", "lima", "mike", "november", "oscar", "papa", "quebec", "romeo")
 _MENTION_RE = re.compile(r"(?<![\w<])(\d+):")
 _NUMBER_RE = re.compile(r"(?<![\w<])(\d+)(?![\w>])")
+_ATOMIC_ID_RE = re.compile(r"<i(\d+)>")  # rec_t5x/item_ids.py's atomic style
 
 
 def make_dataset(sequences, num_items: int, ratings=None, titles=None, seed: int = 0,
@@ -55,14 +56,19 @@ def make_dataset(sequences, num_items: int, ratings=None, titles=None, seed: int
       rating_scale=(1.0, 5.0) if with_ratings else None)
 
 
+def _digits_spelling(text: str) -> str:
+  """Atomic item IDs (`<i4821>`) respelled as digits, so one parser reads both styles."""
+  return _ATOMIC_ID_RE.sub(r"\1", text)
+
+
 def mentioned_public_ids(text: str) -> set[int]:
-  """Public IDs shown as items ("4821: ...") in a rendered input."""
-  return {int(m) for m in _MENTION_RE.findall(text)}
+  """Public IDs shown as items ("4821: ..." or "<i4821>: ...") in a rendered input."""
+  return {int(m) for m in _MENTION_RE.findall(_digits_spelling(text))}
 
 
 def numbers(text: str) -> list[int]:
-  """Every free-standing integer of a text (item-ID targets), sentinel indices excluded."""
-  return [int(m) for m in _NUMBER_RE.findall(text)]
+  """Every free-standing integer of a text (item-ID targets, either style), sentinels excluded."""
+  return [int(m) for m in _NUMBER_RE.findall(_digits_spelling(text))]
 
 
 @st.composite

@@ -17,6 +17,19 @@ def test_item_text_is_public_id_and_title():
   assert items_lib.join_items(ds, [1, 0]) == f"{pid[1]}; {pid[0]}: Toy Story (1995)"
 
 
+def test_atomic_style_spells_ids_as_single_symbols():
+  digits = synthetic.make_dataset([[0, 1]], 3, titles=("Toy Story (1995)", "", "A  B"))
+  ds = digits.with_item_id_style("atomic")
+  pid = [int(p) for p in ds.item_public_ids]
+  assert items_lib.item_text(ds, 0) == f"<i{pid[0]}>: Toy Story (1995)"
+  assert items_lib.item_text(ds, 1) == f"<i{pid[1]}>"
+  assert items_lib.item_words(ds, 0) == ([f"<i{pid[0]}>:", "Toy", "Story", "(1995)"], 1)
+  assert items_lib.join_items(ds, [1, 0]) == f"<i{pid[1]}>; <i{pid[0]}>: Toy Story (1995)"
+  # Only the spelling changes: same arrays, same IDs.
+  assert ds.items is digits.items and ds.name == digits.name
+  assert ds.with_item_id_style("atomic", name="x_atomic").name == "x_atomic"
+
+
 def test_format_rating():
   assert items_lib.format_rating(4.0) == "4"
   assert items_lib.format_rating(np.float32(3.5)) == "3.5"

@@ -13,6 +13,7 @@ from hypothesis import given
 from hypothesis import settings
 from hypothesis import strategies as st
 
+from rec_t5x import item_ids
 from rec_t5x import prompts
 from rec_t5x.prompts import keys as keys_lib
 from tests.prompts import synthetic
@@ -34,9 +35,11 @@ def _mentions(task: str, sample: dict) -> set[int]:
 
 
 @given(ds=synthetic.datasets(titles=False) | synthetic.datasets(titles=True),
-       history=st.integers(1, 6), seed=st.integers(0, 2**31), window=st.integers(1, 3))
+       history=st.integers(1, 6), seed=st.integers(0, 2**31), window=st.integers(1, 3),
+       style=st.sampled_from(item_ids.STYLES))
 @settings(max_examples=60, deadline=None)
-def test_no_sample_mentions_items_its_split_cannot_see(ds, history, seed, window):
+def test_no_sample_mentions_items_its_split_cannot_see(ds, history, seed, window, style):
+  ds = ds.with_item_id_style(style)
   config = prompts.SampleConfig(max_history=history, num_candidates=4, bpr_positive_window=window,
                                 mim_mask_rate=0.5)
   pid = ds.item_public_ids
@@ -73,3 +76,13 @@ def test_the_property_detects_a_leak():
       fields["history"], f"{fields['history']}; {leaked_id}: Leak"))
   assert leaked_id in _mentions("retrieval", leaky)
   assert leaked_id not in _mentions("retrieval", sample)
+
+
+def test_the_property_detects_a_leak_of_an_atomic_id():
+  ds = synthetic.make_dataset([[0, 1, 2, 3, 4]], 20).with_item_id_style("atomic")
+  config = prompts.SampleConfig(num_candidates=4)
+  key = int(prompts.TASKS["mim"].sample_keys(ds, "train", config)[0])
+  sample = prompts.TASKS["mim"].render(ds, key, "train", config, 0)
+  leaked_id = int(ds.item_public_ids[ds.test_item(0)])
+  assert leaked_id not in _mentions("mim", sample)
+  assert leaked_id in _mentions("mim", dict(sample, targets=f"{sample['targets']}, <i{leaked_id}>"))

@@ -57,9 +57,10 @@ def _check_example(ex, task_kind, vocab, ds):
     assert ids and all(1 <= i <= ds.num_items for i in ids)
 
 
-def _member_tasks():
-  """Every task of every ml100k mixture (each checked once)."""
-  return sorted({t.name for m in MIXTURES for t in seqio.get_mixture_or_task(f"rec_t5x.ml100k.{m}").tasks})
+def _member_tasks(dataset: str = "ml100k"):
+  """Every task of every mixture of `dataset` (each checked once)."""
+  return sorted({t.name for m in MIXTURES
+                 for t in seqio.get_mixture_or_task(f"rec_t5x.{dataset}.{m}").tasks})
 
 
 def test_the_mixtures_use_all_six_tasks():
@@ -67,7 +68,7 @@ def test_the_mixtures_use_all_six_tasks():
                                    ("retrieval", "ranking", "rating", "mim", "mlm", "bpr"))
 
 
-@pytest.mark.parametrize("name", _member_tasks())
+@pytest.mark.parametrize("name", _member_tasks() + _member_tasks("ml100k_atomic"))
 def test_every_member_task_yields_well_formed_examples(ml100k, name):
   task = seqio.get_mixture_or_task(name)
   vocab = task.output_features["inputs"].vocabulary
@@ -81,7 +82,7 @@ def test_every_member_task_yields_well_formed_examples(ml100k, name):
       if split in ("validation", "test") and kind != "rating":
         user, _ = keys_lib.decode_key(int(ex["key"]))
         item = ml100k.validation_item(user) if split == "validation" else ml100k.test_item(user)
-        assert ex["targets_pretokenized"].decode() == str(ml100k.item_public_ids[item])
+        assert metrics.parse_item_ids(ex["targets_pretokenized"]) == [ml100k.item_public_ids[item]]
 
 
 @pytest.mark.parametrize("mixture", MIXTURES)
@@ -105,3 +106,32 @@ def test_evaluation_splits_cover_every_eval_user_once(ml100k):
   assert task.num_input_examples("test") == len(ml100k.eval_users()) == 943
   assert task.num_input_examples("train") == sum(max(len(ml100k.train_sequence(u)) - 1, 0)
                                                  for u in range(ml100k.num_users))
+
+
+def test_atomic_variant_respells_the_same_samples_with_one_piece_per_item_id(ml100k):
+  atomic = registry.load_dataset("ml100k_atomic")
+  assert atomic.item_id_style == "atomic" and ml100k.item_id_style == "digits"
+  np.testing.assert_array_equal(atomic.items, ml100k.items)
+  np.testing.assert_array_equal(atomic.item_public_ids, ml100k.item_public_ids)
+  task = seqio.get_mixture_or_task("rec_t5x.ml100k_atomic.retrieval")
+  vocab = task.output_features["inputs"].vocabulary
+  digits_vocab = seqio.get_mixture_or_task("rec_t5x.ml100k.retrieval").output_features[
+      "inputs"].vocabulary
+  assert vocab != digits_vocab and vocab.vocab_size > ml100k.num_items
+  for public_id in (1, 9, 10, 99, 100, ml100k.num_items):
+    pieces = [i for i in vocab.encode(f"x <i{public_id}>: y") if vocab.decode([i]).strip()]
+    assert [vocab.decode([i]) for i in pieces] == ["x", f"<i{public_id}>", ":", "y"]
+  # A number in a title or rating never turns into an item token.
+  assert all(not vocab.decode([i]).startswith("<i") for i in vocab.encode("Apollo 13 (1995) rated 4"))
+  for split in ("train", "test"):
+    ours = list(task.get_dataset(LENGTHS, split=split, shuffle=False).take(6).as_numpy_iterator())
+    theirs = list(seqio.get_mixture_or_task("rec_t5x.ml100k.retrieval").get_dataset(
+        LENGTHS, split=split, shuffle=False).take(6).as_numpy_iterator())
+    for a, d in zip(ours, theirs):
+      assert a["key"] == d["key"]
+      assert (re.sub(r"<i(\d+)>", r"\1", a["inputs_pretokenized"].decode())
+              == d["inputs_pretokenized"].decode())
+      assert metrics.parse_item_ids(a["targets_pretokenized"]) == metrics.parse_item_ids(
+          d["targets_pretokenized"])
+      assert len(a["targets"]) <= 3  # [word boundary,] the item token, EOS
+      assert len(a["inputs"]) < len(d["inputs"])

@@ -9,7 +9,8 @@ from rec_t5x import prompts
 from seqio_tasks import rates
 from seqio_tasks import registry
 
-DATASETS = ("ml100k", "ml1m", "beauty", "toys", "sports")
+CATALOG = ("ml100k", "ml1m", "beauty", "toys", "sports")
+DATASETS = CATALOG + tuple(f"{name}_atomic" for name in CATALOG)
 MIXTURES = ("rec_only", "rec_mim", "rec_bpr", "rec_mlm", "rec_all")
 
 
@@ -31,7 +32,8 @@ def test_every_dataset_has_six_tasks_and_five_mixtures():
 
 def test_default_datasets_are_in_the_data_catalog():
   from rec_t5x.data import catalog  # pylint: disable=g-import-not-at-top
-  assert set(DATASETS) <= set(catalog.names())
+  assert set(CATALOG) <= set(catalog.names())
+  assert registry.CATALOG_DATASETS == CATALOG
 
 
 def test_tasks_carry_features_preprocessors_and_eval_functions():
@@ -54,7 +56,7 @@ def test_tasks_carry_features_preprocessors_and_eval_functions():
 def test_registration_loaded_no_dataset_and_trained_no_vocabulary():
   # Only the Amazon datasets: other tests of the session may read MovieLens. test_rates.py checks
   # in a fresh process that importing seqio_tasks writes nothing to the data dir.
-  for dataset in ("beauty", "toys", "sports"):
+  for dataset in ("beauty", "toys", "sports", "beauty_atomic"):
     vocab = seqio.get_mixture_or_task(f"rec_t5x.{dataset}.retrieval").output_features["inputs"].vocabulary
     assert not vocab.is_resolved
     assert dataset not in registry.sources._LOADED  # pylint: disable=protected-access
