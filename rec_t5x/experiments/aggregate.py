@@ -13,6 +13,7 @@ import dataclasses
 import math
 from typing import Any
 
+from rec_t5x import item_ids
 from rec_t5x.experiments import grid as grid_lib
 
 Record = Mapping[str, Any]
@@ -21,6 +22,13 @@ SETTING_FIELDS = ("dataset", "model", "train_steps", "batch_size", "inputs_lengt
                   "decode_max_examples")
 DATASET_NAMES = {"ml100k": "ML-100K", "ml1m": "ML-1M", "beauty": "Beauty", "toys": "Toys",
                  "sports": "Sports"}
+
+
+def dataset_title(dataset: str) -> str:
+  """'ML-100K', or 'ML-100K (atomic item IDs)' for the variant `ml100k_atomic`."""
+  base, style = item_ids.split_variant(dataset)
+  name = DATASET_NAMES.get(base, base)
+  return name if style == item_ids.DIGITS else f"{name} ({style} item IDs)"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,8 +116,7 @@ class Group:
 
   @property
   def title(self) -> str:
-    dataset = self.setting["dataset"]
-    return f"{DATASET_NAMES.get(dataset, dataset)} / {self.setting['model']}"
+    return f"{dataset_title(self.setting['dataset'])} / {self.setting['model']}"
 
   def stat(self, mixture: str, column: Column) -> Stat | None:
     return mean_std(metric(r, column) for r in self.runs.get(mixture, []))
@@ -181,38 +188,41 @@ def _stat_text(mixture: str, stat: Stat) -> str:
   return f"{mixture} {format_stat(stat)} (n={stat.n})"
 
 
-def baseline_text(baselines: Mapping[str, Mapping[str, Any] | None] | None) -> str:
-  """'SASRec 0.1771, BPR-MF 0.1273, ...' (test Recall@10), best first; 'baselines not run'."""
-  present = [b for b in (baselines or {}).values() if b is not None]
+def baseline_text(baselines: Mapping[str, Mapping[str, Any] | None] | None,
+                  split: str = "test") -> str:
+  """'SASRec 0.1771, BPR-MF 0.1273, ...' (Recall@10 on `split`), best first; 'baselines not run'."""
+  present = [b for b in (baselines or {}).values()
+             if b is not None and "recall@10" in (b.get(split) or {})]
   if not present:
     return "baselines not run"
-  present.sort(key=lambda b: -b["test"].get("recall@10", 0.0))
-  return ", ".join(f"{b['name']} {b['test']['recall@10']:.4f}" for b in present)
+  present.sort(key=lambda b: -b[split]["recall@10"])
+  return ", ".join(f"{b['name']} {b[split]['recall@10']:.4f}" for b in present)
 
 
-def headline(group: Group, baselines: Mapping[str, Mapping[str, Any] | None] | None) -> str:
-  """One computed sentence on test Recall@10: the best mixture against rec_only, and baselines."""
+def headline(group: Group, baselines: Mapping[str, Mapping[str, Any] | None] | None,
+             split: str = "test") -> str:
+  """One computed sentence on Recall@10 of `split`: the best mixture against rec_only, baselines."""
   s = group.setting
   head = (f"{group.title} ({s['train_steps']} steps x batch {s['batch_size']}): ")
   stats = {m: group.stat(m, RECALL_10) for m in group.mixtures}
   stats = {m: st for m, st in stats.items() if st is not None}
-  tail = f"; baselines (test R@10): {baseline_text(baselines)}."
+  tail = f"; baselines ({split} R@10): {baseline_text(baselines, split)}."
   if not stats:
-    return head + "no run has test Recall@10" + tail
+    return head + f"no run has {split} Recall@10" + tail
   base = stats.get(grid_lib.BASELINE_MIXTURE)
   others = {m: st for m, st in stats.items() if m != grid_lib.BASELINE_MIXTURE}
   if base is None:
     best = max(others, key=lambda m: others[m].mean)
-    return (head + f"no finished rec_only run; best mixture by test R@10: "
+    return (head + f"no finished rec_only run; best mixture by {split} R@10: "
             f"{_stat_text(best, others[best])}" + tail)
   if not others:
-    return head + f"only rec_only was run: test R@10 {_stat_text('rec_only', base)}" + tail
+    return head + f"only rec_only was run: {split} R@10 {_stat_text('rec_only', base)}" + tail
   best = max(others, key=lambda m: others[m].mean)
   gain = format_gain(relative_gain(others[best].mean, base.mean))
   if gain == "–":
     gain = "n/a (rec_only is 0)"
   verdict = ("best mixture" if others[best].mean > base.mean
              else "no auxiliary mixture beats rec_only; best auxiliary mixture")
-  return (head + f"{verdict} {best}: test R@10 {format_stat(others[best])} (n={others[best].n}) vs "
+  return (head + f"{verdict} {best}: {split} R@10 {format_stat(others[best])} (n={others[best].n}) vs "
           f"rec_only {format_stat(base)} (n={base.n}), relative gain {gain}; "
           f"{_noise_note(others[best], base)}" + tail)

@@ -3,6 +3,8 @@
 Results live in `<data_dir>/baselines/<dataset>/<model>/` (rec_t5x.baselines.outputs), written by
 `python -m rec_t5x.baselines.run`. A missing result is reported as missing (None), never filled
 in. `run_missing` trains the missing ones with a wall-clock cap, as docs/baselines.md does.
+A dataset variant that only respells item IDs (`ml100k_atomic`, rec_t5x/item_ids.py) has the same
+interactions and split as its base dataset, so it shares the base dataset's baselines.
 """
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import pathlib
 import sys
 from typing import Any
 
+from rec_t5x import item_ids
 from rec_t5x.baselines import outputs
 from rec_t5x.experiments import runner
 
@@ -32,16 +35,18 @@ def read(root: str | os.PathLike, dataset: str, model: str) -> dict[str, Any] | 
   """The test metrics and fit summary of one baseline, None when it has not been run.
 
   Returns:
-    {"model", "name", "test": {metric: value}, "stop_reason", "best_epoch", "epochs",
-    "train_seconds", "date", "path"}, or None when `outputs.load` finds no complete output.
+    {"model", "name", "test": {metric: value}, "validation": {metric: value} (empty when not
+    recorded), "stop_reason", "best_epoch", "epochs", "train_seconds", "date", "path"}, or None
+    when `outputs.load` finds no complete output.
   """
-  directory = pathlib.Path(root) / dataset / model
+  directory = pathlib.Path(root) / item_ids.split_variant(dataset)[0] / model
   try:
     metrics = outputs.load(directory)["metrics"]
   except FileNotFoundError:
     return None
   fit = metrics.get("fit", {})
   return {"model": model, "name": DISPLAY_NAMES.get(model, model), "test": metrics["test"],
+          "validation": metrics.get("validation") or {},
           "stop_reason": fit.get("stop_reason"), "best_epoch": fit.get("best_epoch"),
           "epochs": fit.get("epochs"), "train_seconds": fit.get("train_seconds"),
           "date": metrics.get("date"), "path": os.fspath(directory)}
@@ -71,7 +76,7 @@ def run_missing(root: str | os.PathLike, datasets: Sequence[str], max_train_seco
     The commands that were run.
   """
   ran = []
-  for dataset in datasets:
+  for dataset in dict.fromkeys(item_ids.split_variant(d)[0] for d in datasets):
     for model in models:
       if read(root, dataset, model) is not None:
         continue

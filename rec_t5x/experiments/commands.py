@@ -7,6 +7,9 @@ run. Evaluation: `python -m rec_t5x.eval` with the model file and
 gin/experiments/ablation_eval.gin on the TEST split of the dataset's `rec_only` mixture
 (retrieval, ranking, rating), whatever mixture the run trained on.
 
+The evaluation split is the run's `eval_split` ("test" for reported results, "validation" for
+tuning); each split has its own output directory (`<run_dir>/test_eval`, `validation_eval`).
+
 Vocabulary: a run from scratch uses the dataset's own SentencePiece vocabulary, so
 `REC_T5X_VOCABULARY` is removed from its environment; a run from `initial_checkpoint` uses the T5
 vocabulary, passed as `REC_T5X_VOCABULARY` (see rec_t5x/vocabulary.py). NUM_EMBEDDINGS is the
@@ -25,7 +28,6 @@ ENV_VOCABULARY = "REC_T5X_VOCABULARY"  # rec_t5x.vocabulary.ENV_VOCABULARY (not 
 TRAIN_GIN = "gin/experiments/ablation_train.gin"
 EVAL_GIN = "gin/experiments/ablation_eval.gin"
 EVAL_MIXTURE = "rec_only"
-EVAL_DIR_NAME = "test_eval"
 # Checkpoints are written this often (capped at the run's length), so an interrupted run loses
 # at most this many steps.
 CHECKPOINT_EVERY = 100
@@ -79,22 +81,24 @@ def train_command(spec: grid_lib.RunSpec, run_dir: str | os.PathLike, num_embedd
   return command
 
 
-def eval_dir(run_dir: str | os.PathLike) -> pathlib.Path:
-  """EVAL_OUTPUT_DIR of a run: `<run_dir>/test_eval`."""
-  return pathlib.Path(run_dir) / EVAL_DIR_NAME
+def eval_dir(run_dir: str | os.PathLike, split: str = "test") -> pathlib.Path:
+  """EVAL_OUTPUT_DIR of a run evaluated on `split`: `<run_dir>/test_eval`, `validation_eval`."""
+  return pathlib.Path(run_dir) / f"{split}_eval"
 
 
 def eval_command(spec: grid_lib.RunSpec, run_dir: str | os.PathLike, num_embeddings: int,
                  python: str) -> list[str]:
-  """`python -m rec_t5x.eval ...`: TEST metrics of the run's latest checkpoint on `rec_only`."""
+  """`python -m rec_t5x.eval ...`: metrics of the run's latest checkpoint on `rec_only`, on the
+  run's `eval_split` (ablation_eval.gin's default is the test split)."""
   limit = "None" if spec.decode_max_examples is None else str(spec.decode_max_examples)
+  split = [] if spec.eval_split == "test" else [f"--gin.EVAL_SPLIT={_gin_string(spec.eval_split)}"]
   return [
       python, "-m", "rec_t5x.eval", f"--gin_file={_model_gin(spec)}", f"--gin_file={EVAL_GIN}",
       f"--gin.CHECKPOINT_PATH={_gin_string(run_dir)}",
-      f"--gin.EVAL_OUTPUT_DIR={_gin_string(eval_dir(run_dir))}",
+      f"--gin.EVAL_OUTPUT_DIR={_gin_string(eval_dir(run_dir, spec.eval_split))}",
       f"--gin.MIXTURE_OR_TASK_NAME={_gin_string(f'rec_t5x.{spec.dataset}.{EVAL_MIXTURE}')}",
       f"--gin.TASK_FEATURE_LENGTHS={feature_lengths(spec)}",
-      f"--gin.NUM_EMBEDDINGS={num_embeddings}", f"--gin.DECODE_MAX_EXAMPLES={limit}"]
+      f"--gin.NUM_EMBEDDINGS={num_embeddings}", f"--gin.DECODE_MAX_EXAMPLES={limit}", *split]
 
 
 def vocab_command(dataset: str, python: str) -> list[str]:

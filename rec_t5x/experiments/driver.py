@@ -7,10 +7,15 @@
 
 Steps: expand the grid (a preset of `rec_t5x.experiments.grid.PRESETS` with the flags' overrides);
 optionally train the missing baselines; run every spec (`runner.run_one`: finished runs are
-skipped, interrupted ones resume); then regenerate the report and plots from the run.json files of
-the grid's runs. A failed run stops the grid; the report is still written from the finished runs
-and the exit status is 1. Paths given on the command line are relative to the working directory;
-the defaults are inside the repository.
+skipped, interrupted ones resume); then regenerate the report and plots from the records of the
+grid's runs (`--report_all_runs`: of every run under --runs_dir evaluated on the split). A failed
+run stops the grid; the report is still written from the finished runs and the exit status is 1.
+Paths given on the command line are relative to the working directory; the defaults are inside
+the repository.
+
+Tuning: `--eval_split validation` evaluates on the validation split and reports to docs/tuning.md
+(docs/tuning/ for plots); settings are chosen there, and only the chosen ones are run on test for
+docs/results.md. A trained run is shared: evaluating it on the other split does not retrain it.
 """
 from __future__ import annotations
 
@@ -30,8 +35,10 @@ from rec_t5x.experiments import report as report_lib
 from rec_t5x.experiments import runner
 
 DEFAULT_RUNS_DIR = grid_lib.REPO_ROOT / "runs" / "experiment"
-DEFAULT_RESULTS = grid_lib.REPO_ROOT / "docs" / "results.md"
-DEFAULT_PLOTS_DIR = grid_lib.REPO_ROOT / "docs" / "results"
+DEFAULT_RESULTS = {"test": grid_lib.REPO_ROOT / "docs" / "results.md",
+                   "validation": grid_lib.REPO_ROOT / "docs" / "tuning.md"}
+DEFAULT_PLOTS_DIR = {"test": grid_lib.REPO_ROOT / "docs" / "results",
+                     "validation": grid_lib.REPO_ROOT / "docs" / "tuning"}
 _ALL = ("all", "none")
 
 
@@ -77,9 +84,17 @@ def build_parser() -> argparse.ArgumentParser:
                       f"${commands.ENV_VOCABULARY})")
   p.add_argument("--gin", action="append", default=None, metavar="NAME=VALUE",
                  help="extra training gin binding (repeatable; part of each run's identity)")
+  p.add_argument("--eval_split", choices=grid_lib.EVAL_SPLITS, default="test",
+                 help="test: reported results (docs/results.md); validation: tuning "
+                      "(docs/tuning.md)")
   p.add_argument("--runs_dir", type=pathlib.Path, default=DEFAULT_RUNS_DIR)
-  p.add_argument("--results", type=pathlib.Path, default=DEFAULT_RESULTS)
-  p.add_argument("--plots_dir", type=pathlib.Path, default=DEFAULT_PLOTS_DIR)
+  p.add_argument("--results", type=pathlib.Path, default=None,
+                 help="report path (default docs/results.md, or docs/tuning.md for validation)")
+  p.add_argument("--plots_dir", type=pathlib.Path, default=None,
+                 help="plots folder (default docs/results/, or docs/tuning/ for validation)")
+  p.add_argument("--report_all_runs", action="store_true",
+                 help="report every run under --runs_dir evaluated on the split, not only the "
+                      "grid's (e.g. a tuning report over several invocations)")
   p.add_argument("--run_baselines", action="store_true",
                  help="train the baselines that have no result yet (otherwise they show 'not run')")
   p.add_argument("--baseline_max_train_seconds", type=float,
@@ -118,6 +133,7 @@ def grid_from_args(args: argparse.Namespace,
                      "use the dataset's vocabulary)")
   if args.gin:
     overrides["gin_bindings"] = tuple(args.gin)
+  overrides["eval_split"] = args.eval_split
   return grid_lib.preset(args.grid).replace(**overrides)
 
 
@@ -135,13 +151,13 @@ def _relative(path: pathlib.Path, start: pathlib.Path) -> str:
 
 def write_outputs(records: list[dict[str, Any]], baselines: dict[str, Any], *,
                   results: pathlib.Path, plots_dir: pathlib.Path, command: str,
-                  planned: int) -> pathlib.Path:
+                  planned: int | None, split: str = "test") -> pathlib.Path:
   """Plots and the report from `records`; returns the report's path."""
   groups = aggregate.group_records(records)
   plots = [(caption, _relative(path, results.parent))
-           for caption, path in plots_lib.write_all(groups, baselines, plots_dir)]
+           for caption, path in plots_lib.write_all(groups, baselines, plots_dir, split)]
   body = report_lib.render(records, baselines, command=command, generated=runner.utc_now(),
-                           planned=planned, plots=plots)
+                           planned=planned, plots=plots, split=split)
   return report_lib.write(results, body)
 
 
@@ -183,10 +199,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except runner.CommandFailed as e:
       print(f"[experiment] FAILED: {e}", file=sys.stderr)
       status = 1
-  records = runner.load_records(run_dirs, specs)
-  baselines = baselines_lib.read_all(baselines_root, grid.datasets)
+  split = grid.eval_split
+  grid_records = runner.load_records(run_dirs, specs)
+  if args.report_all_runs:
+    records = runner.find_records(runs_dir, split)
+    datasets = tuple(dict.fromkeys(r["spec"]["dataset"] for r in records)) or grid.datasets
+    planned = None
+  else:
+    records, datasets, planned = grid_records, grid.datasets, len(specs)
+  baselines = baselines_lib.read_all(baselines_root, datasets)
   command = commands.shell(["python", "scripts/run_experiment.py", *argv])
-  path = write_outputs(records, baselines, results=args.results, plots_dir=args.plots_dir,
-                       command=command, planned=len(specs))
-  print(f"[experiment] {len(records)}/{len(specs)} runs complete; report: {path}")
+  path = write_outputs(records, baselines, results=args.results or DEFAULT_RESULTS[split],
+                       plots_dir=args.plots_dir or DEFAULT_PLOTS_DIR[split], command=command,
+                       planned=planned, split=split)
+  print(f"[experiment] {len(grid_records)}/{len(specs)} runs of the grid complete; report "
+        f"({len(records)} runs): {path}")
   return status

@@ -29,11 +29,16 @@ import pathlib
 import re
 from typing import Any
 
+from rec_t5x import item_ids
+
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 MODEL_GIN_DIR = REPO_ROOT / "gin" / "models"
 # The ablation's mixtures in report order: the baseline first, then each auxiliary task, then all.
 MIXTURES = ("rec_only", "rec_mim", "rec_bpr", "rec_mlm", "rec_all")
 BASELINE_MIXTURE = "rec_only"
+# Where a run is evaluated: TEST for reported results, VALIDATION for choosing a configuration
+# (docs/tuning.md), so that no setting is picked by looking at test numbers.
+EVAL_SPLITS = ("test", "validation")
 # Macros the runner sets itself; an extra binding of one of these would break the run's identity.
 CONTROLLED_MACROS = frozenset({
     "MODEL_DIR", "MIXTURE_OR_TASK_NAME", "TASK_FEATURE_LENGTHS", "TRAIN_STEPS", "BATCH_SIZE",
@@ -96,8 +101,10 @@ class RunSpec:
     vocabulary: the T5 SentencePiece model used with `initial_checkpoint` (required with it and
       only with it); the runs then use 32128 embedding rows.
     gin_bindings: extra training bindings `NAME=VALUE` (part of the identity).
-    decode_max_examples: test examples decoded per task (a seeded subset); None: all test users.
-      Not part of the identity.
+    decode_max_examples: evaluation examples decoded per task (a seeded subset); None: every
+      evaluation user. Not part of the identity.
+    eval_split: "test" (reported results) or "validation" (tuning). Not part of the identity: one
+      trained run can be evaluated on both, each with its own record.
   """
   dataset: str
   model: str
@@ -111,6 +118,7 @@ class RunSpec:
   vocabulary: str | None = None
   gin_bindings: tuple[str, ...] = ()
   decode_max_examples: int | None = None
+  eval_split: str = "test"
 
   def __post_init__(self):
     for name in ("dataset", "model", "mixture"):
@@ -123,6 +131,8 @@ class RunSpec:
       _check_int("RunSpec", name, getattr(self, name), 1)
     if self.decode_max_examples is not None:
       _check_int("RunSpec", "decode_max_examples", self.decode_max_examples, 1)
+    if self.eval_split not in EVAL_SPLITS:
+      raise ValueError(f"RunSpec.eval_split={self.eval_split!r}: expected one of {EVAL_SPLITS}")
     if self.initial_checkpoint is not None and not self.vocabulary:
       raise ValueError(
           f"RunSpec.initial_checkpoint={self.initial_checkpoint!r} needs the T5 vocabulary its "
@@ -138,9 +148,9 @@ class RunSpec:
       parse_binding(binding)
 
   def identity(self) -> dict[str, Any]:
-    """The fields that decide what is trained (everything except `decode_max_examples`)."""
+    """The fields that decide what is trained (all but `decode_max_examples` and `eval_split`)."""
     out = dataclasses.asdict(self)
-    del out["decode_max_examples"]
+    del out["decode_max_examples"], out["eval_split"]
     out["gin_bindings"] = list(self.gin_bindings)
     return out
 
@@ -208,6 +218,7 @@ class Grid:
   initial_checkpoint: str | None = None
   vocabulary: str | None = None
   gin_bindings: tuple[str, ...] = ()
+  eval_split: str = "test"
 
   def __post_init__(self):
     for name in ("datasets", "models", "mixtures", "seeds"):
@@ -216,8 +227,10 @@ class Grid:
     from rec_t5x.data import catalog  # pylint: disable=g-import-not-at-top  (light, no data I/O)
     known = set(catalog.names())
     for dataset in self.datasets:
-      if dataset not in known:
-        raise ValueError(f"Grid.datasets: unknown dataset {dataset!r}; known: {sorted(known)}")
+      if item_ids.split_variant(dataset)[0] not in known:
+        raise ValueError(f"Grid.datasets: unknown dataset {dataset!r}; known: {sorted(known)}, "
+                         f"each also as <name>{item_ids.VARIANT_SUFFIXES[item_ids.ATOMIC]} "
+                         "(atomic item IDs)")
     for mixture in self.mixtures:
       if mixture not in MIXTURES:
         raise ValueError(f"Grid.mixtures: unknown mixture {mixture!r}; expected some of {MIXTURES}")
@@ -237,7 +250,8 @@ class Grid:
                           inputs_length=self.inputs_length, targets_length=self.targets_length,
                           initial_checkpoint=self.initial_checkpoint, vocabulary=self.vocabulary,
                           gin_bindings=tuple(self.gin_bindings),
-                          decode_max_examples=self.decode_max_examples)
+                          decode_max_examples=self.decode_max_examples,
+                          eval_split=self.eval_split)
 
   def replace(self, **overrides: Any) -> Grid:
     """A validated copy with the given fields replaced (None is a value, e.g. all test users)."""

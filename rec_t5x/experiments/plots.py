@@ -1,8 +1,9 @@
 """PNG plots of the ablation (matplotlib, Agg backend: no display needed).
 
-  recall_at_10.png   test Recall@10 per mixture, bars = mean over seeds, error bars = sample std,
-                     one panel per setting (dataset x model x budget); the baselines' test
-                     Recall@10 as dashed horizontal lines.
+  recall_at_10.png   Recall@10 per mixture on the evaluation split (test, or validation for
+                     tuning), bars = mean over seeds, error bars = sample std, one panel per
+                     setting (dataset x model x budget); the baselines' Recall@10 on the same split
+                     as dashed horizontal lines.
   train_loss.png     training loss against step per mixture (mean over seeds at the logged steps),
                      one panel per setting.
 """
@@ -44,11 +45,12 @@ def _panels(count: int) -> tuple[Any, list[Any]]:
 def _panel_title(group: aggregate.Group) -> str:
   s = group.setting
   init = "init ckpt" if s.get("initial_checkpoint") else "scratch"
-  return f"{group.title}: {s['train_steps']} steps x {s['batch_size']}, {init}"
+  bindings = "".join(f"\n{b}" for b in s.get("gin_bindings") or ())
+  return f"{group.title}: {s['train_steps']} steps x {s['batch_size']}, {init}{bindings}"
 
 
 def recall_plot(groups: Sequence[aggregate.Group], baselines: Baselines,
-                path: str | os.PathLike) -> pathlib.Path:
+                path: str | os.PathLike, split: str = "test") -> pathlib.Path:
   """Writes the Recall@10 bar chart (see the module docstring) to `path`.
 
   Raises:
@@ -68,13 +70,13 @@ def recall_plot(groups: Sequence[aggregate.Group], baselines: Baselines,
     present = baselines.get(group.setting["dataset"]) or {}
     colors = iter(["tab:red", "tab:green", "tab:purple", "tab:orange"])
     for model in baselines_lib.MODELS:
-      record = present.get(model)
-      if record is not None:
-        ax.axhline(record["test"]["recall@10"], linestyle="--", linewidth=1.2, color=next(colors),
-                   label=f"{record['name']} {record['test']['recall@10']:.3f}")
+      value = ((present.get(model) or {}).get(split) or {}).get("recall@10")
+      if value is not None:
+        ax.axhline(value, linestyle="--", linewidth=1.2, color=next(colors),
+                   label=f"{present[model]['name']} {value:.3f}")
     if ax.get_legend_handles_labels()[0]:
       ax.legend(fontsize=7, loc="best")
-    ax.set_ylabel("test Recall@10")
+    ax.set_ylabel(f"{split} Recall@10")
     ax.set_title(_panel_title(group), fontsize=9)
   figure.tight_layout()
   return _save(figure, path)
@@ -115,12 +117,12 @@ def _save(figure: Any, path: str | os.PathLike) -> pathlib.Path:
 
 
 def write_all(groups: Sequence[aggregate.Group], baselines: Baselines,
-              plots_dir: str | os.PathLike) -> list[tuple[str, pathlib.Path]]:
+              plots_dir: str | os.PathLike, split: str = "test") -> list[tuple[str, pathlib.Path]]:
   """Both plots into `plots_dir`; returns (caption, path) of each (none when no run finished)."""
   if not groups:
     return []
   plots_dir = pathlib.Path(plots_dir)
-  return [("Test Recall@10 per mixture (mean ± std over seeds; dashed: baselines)",
-           recall_plot(groups, baselines, plots_dir / RECALL_FILE)),
+  return [(f"{split.capitalize()} Recall@10 per mixture (mean ± std over seeds; dashed: baselines)",
+           recall_plot(groups, baselines, plots_dir / RECALL_FILE, split)),
           ("Training loss per mixture (mean over seeds)",
            loss_plot(groups, plots_dir / LOSS_FILE))]

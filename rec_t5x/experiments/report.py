@@ -1,4 +1,7 @@
-"""The ablation's Markdown report (docs/results.md), generated from run.json records only.
+"""The ablation's Markdown report (docs/results.md), generated from run records only.
+
+The same renderer writes the tuning report (docs/tuning.md) from runs evaluated on the
+validation split (`split="validation"`): settings are chosen there, never on test numbers.
 
 Everything above the `## Discussion` heading is regenerated on every call; the Discussion section
 (from that heading to the end of the file) is written by hand and kept as it is. A new file gets
@@ -43,7 +46,7 @@ def _initialisation(setting: Mapping[str, Any]) -> str:
   return "from scratch (random initialisation, the dataset's SentencePiece vocabulary)"
 
 
-def _setting_line(group: aggregate.Group) -> str:
+def _setting_line(group: aggregate.Group, split: str) -> str:
   s = group.setting
   users = group.test_examples()
   shown = ", ".join(f"{task} {'/'.join(map(str, counts))}" for task, counts in users.items())
@@ -51,12 +54,12 @@ def _setting_line(group: aggregate.Group) -> str:
   bindings = f"; extra bindings `{' '.join(s['gin_bindings'])}`" if s["gin_bindings"] else ""
   return (f"{s['train_steps']} steps x batch {s['batch_size']} packed rows "
           f"({s['inputs_length']} input / {s['targets_length']} target tokens), "
-          f"{_initialisation(s)}{bindings}. Test examples per task (requested: {requested}): "
-          f"{shown or 'none recorded'}.")
+          f"{_initialisation(s)}{bindings}. {split.capitalize()} examples per task (requested: "
+          f"{requested}): {shown or 'none recorded'}.")
 
 
 def _baseline_rows(dataset_baselines: Mapping[str, Mapping[str, Any] | None] | None,
-                   width: int) -> list[str]:
+                   width: int, split: str) -> list[str]:
   rows = []
   for model in baselines_lib.MODELS:
     name = baselines_lib.DISPLAY_NAMES[model]
@@ -67,15 +70,18 @@ def _baseline_rows(dataset_baselines: Mapping[str, Mapping[str, Any] | None] | N
         cells.append("–")
       elif record is None:
         cells.append("not run")
+      elif column.key not in (record.get(split) or {}):
+        cells.append("not recorded")
       else:
-        cells.append(f"{record['test'][column.key]:.4f}")
+        cells.append(f"{record[split][column.key]:.4f}")
     n = "–" if record is None else "1"
     padding = " | –" * (width - 2 - len(cells))
     rows.append(f"| *{name}* (baseline) | {n} | " + " | ".join(cells) + padding + " |")
   return rows
 
 
-def _baseline_note(dataset_baselines: Mapping[str, Mapping[str, Any] | None] | None) -> str:
+def _baseline_note(dataset_baselines: Mapping[str, Mapping[str, Any] | None] | None,
+                   split: str) -> str:
   present = {m: b for m, b in (dataset_baselines or {}).items() if b is not None}
   if not present:
     return ("Baselines: not run (`--run_baselines` trains them, or "
@@ -87,16 +93,17 @@ def _baseline_note(dataset_baselines: Mapping[str, Mapping[str, Any] | None] | N
   missing = [baselines_lib.DISPLAY_NAMES[m] for m, b in (dataset_baselines or {}).items()
              if b is None]
   missing_text = f" Not run: {', '.join(missing)}." if missing else ""
-  return (f"Baselines: one seed, full ranking of all items for every test user "
+  return (f"Baselines: one seed, full ranking of all items for every {split} user "
           f"(docs/baselines.md; `{os.path.dirname(next(iter(present.values()))['path'])}`); "
           f"{stops}.{missing_text}")
 
 
 def group_section(group: aggregate.Group,
-                  dataset_baselines: Mapping[str, Mapping[str, Any] | None] | None) -> str:
+                  dataset_baselines: Mapping[str, Mapping[str, Any] | None] | None,
+                  split: str = "test") -> str:
   """The Markdown section of one setting: setting line, mixture table with baselines, runs."""
   header = ["mixture", "n"] + [c.label for c in aggregate.COLUMNS] + ["R@10 vs rec_only"]
-  lines = [f"### {group.title}", "", _setting_line(group), "",
+  lines = [f"### {group.title}", "", _setting_line(group, split), "",
            "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
   for mixture in group.mixtures:
     stats = [group.stat(mixture, c) for c in aggregate.COLUMNS]
@@ -105,8 +112,8 @@ def group_section(group: aggregate.Group,
             else aggregate.format_gain(group.gain(mixture)))
     lines.append(f"| {mixture} | {n} | " + " | ".join(aggregate.format_stat(st) for st in stats)
                  + f" | {gain} |")
-  lines += _baseline_rows(dataset_baselines, len(header))
-  lines += ["", _baseline_note(dataset_baselines), "", "Runs:", "",
+  lines += _baseline_rows(dataset_baselines, len(header), split)
+  lines += ["", _baseline_note(dataset_baselines, split), "", "Runs:", "",
             "| mixture | seed | steps | train | eval | final train loss | finished (UTC) | run |",
             "|---|---|---|---|---|---|---|---|"]
   for mixture in group.mixtures:
@@ -137,21 +144,29 @@ def _machines(records: Sequence[Mapping[str, Any]]) -> str:
 SETUP = """\
 Each run trains one T5 on one mixture of the dataset (`rec_t5x.<dataset>.<mixture>`) with the same
 steps and batch size as every other run of its setting, then evaluates its final checkpoint on the
-TEST split of the dataset's `rec_only` mixture (`rec_t5x.eval`, gin/experiments/ablation_eval.gin):
+{SPLIT} split of the dataset's `rec_only` mixture (`rec_t5x.eval`, gin/experiments/ablation_eval.gin):
 R@K / NDCG@10 = Recall / NDCG of the held-out last item in a beam-20 search constrained to the
 whole catalogue (history items excluded); rank HR@K = hit rate of the target among the ranking
 task's candidates ordered by likelihood; RMSE = rating error of the decoded rating (unparseable
 outputs scored at the far end of the scale) and of the expected rating under the model ("exp.").
 Cells are mean ± sample standard deviation over seeds (n = seeds); one value when n = 1. "R@10 vs
-rec_only" is the relative change of the mean test Recall@10 against `rec_only`. The T5 runs decode
-the seeded subset of test users listed per setting; the baselines rank all items for all test users.
+rec_only" is the relative change of the mean {split} Recall@10 against `rec_only`. The T5 runs decode
+the seeded subset of {split} users listed per setting; the baselines rank all items for all users.
 Training losses average over each mixture's own tasks, so compare their shapes, not their levels.
 """
 
 
+TITLES = {
+    "test": ("Auxiliary-task ablation: does fine-tuning on MIM / BPR / MLM give T5 recommendation "
+             "knowledge?"),
+    "validation": ("Tuning on the validation split: which settings let T5 learn recommendations "
+                   "at this budget?"),
+}
+
+
 def render(records: Sequence[Mapping[str, Any]], baselines: Baselines, *, command: str,
            generated: str, planned: int | None = None,
-           plots: Sequence[tuple[str, str]] = ()) -> str:
+           plots: Sequence[tuple[str, str]] = (), split: str = "test") -> str:
   """The report above the Discussion section.
 
   Args:
@@ -161,6 +176,7 @@ def render(records: Sequence[Mapping[str, Any]], baselines: Baselines, *, comman
     generated: timestamp of this report.
     planned: runs in the grid (None: unknown).
     plots: (caption, path relative to the report) of each plot.
+    split: the split the records were evaluated on ("test", or "validation" for tuning).
 
   Returns:
     Markdown text ending with a newline.
@@ -168,20 +184,20 @@ def render(records: Sequence[Mapping[str, Any]], baselines: Baselines, *, comman
   groups = aggregate.group_records(records)
   count = f"{len(records)} of {planned}" if planned is not None else f"{len(records)}"
   lines = [
-      "# Auxiliary-task ablation: does fine-tuning on MIM / BPR / MLM give T5 recommendation "
-      "knowledge?", "",
+      f"# {TITLES[split]}", "",
       "<!-- Generated by scripts/run_experiment.py from run.json files; everything above "
       "'## Discussion' is rewritten on each run. -->", "",
       f"Command: `{command}`", "",
       f"Generated {generated} from {count} complete runs. Machine: {_machines(records)}.", "",
       "## Headline", ""]
   if groups:
-    lines += [f"- {aggregate.headline(g, baselines.get(g.setting['dataset']))}" for g in groups]
+    lines += [f"- {aggregate.headline(g, baselines.get(g.setting['dataset']), split)}"
+              for g in groups]
   else:
     lines.append("No run has finished yet.")
-  lines += ["", "## Setup", "", SETUP, "## Results", ""]
+  lines += ["", "## Setup", "", SETUP.format(SPLIT=split.upper(), split=split), "## Results", ""]
   for group in groups:
-    lines += [group_section(group, baselines.get(group.setting["dataset"])), ""]
+    lines += [group_section(group, baselines.get(group.setting["dataset"]), split), ""]
   if plots:
     lines += ["## Plots", ""]
     lines += [f"![{caption}]({path})\n" for caption, path in plots]

@@ -1,8 +1,11 @@
-"""Runs one ablation spec through subprocesses: train (resuming), evaluate on TEST, write run.json.
+"""Runs one ablation spec through subprocesses: train (resuming), evaluate, write its record.
 
-States of a run directory (`RunSpec.run_dir`):
+The record of a run evaluated on the test split is `run.json`; on the validation split (tuning,
+docs/tuning.md) `run_validation.json`. Both can exist for one trained run.
 
-  done        run.json exists, is complete, and its "spec" equals the spec: skipped.
+States of a run directory (`RunSpec.run_dir`), for the spec's evaluation split:
+
+  done        the split's record exists, is complete, and its "spec" equals the spec: skipped.
   trained     the final checkpoint `<run_dir>/<train_steps>/` exists: only evaluation runs (e.g. a
               changed `decode_max_examples`, or an evaluation that was interrupted).
   otherwise   `python -m rec_t5x.train` runs; it resumes by itself from the latest checkpoint of
@@ -34,7 +37,7 @@ from rec_t5x.experiments import commands
 from rec_t5x.experiments import events
 from rec_t5x.experiments import grid as grid_lib
 
-RUN_FILE = "run.json"
+RUN_FILE = "run.json"  # the test split's record; see record_file
 TIMING_FILE = "timing.json"
 EVAL_METRICS_FILE = "eval_metrics.json"  # written by rec_t5x.eval
 TRAIN_LOSS_TAG = "loss"
@@ -117,9 +120,14 @@ def read_json(path: pathlib.Path) -> Any | None:
     return None
 
 
+def record_file(split: str = "test") -> str:
+  """The record's file name of a run evaluated on `split`: run.json, run_validation.json."""
+  return RUN_FILE if split == "test" else f"run_{split}.json"
+
+
 def is_done(spec: grid_lib.RunSpec, run_dir: pathlib.Path) -> bool:
-  """Whether `run_dir/run.json` is complete and was written for exactly this spec."""
-  record = read_json(run_dir / RUN_FILE)
+  """Whether the record of the spec's split is complete and was written for exactly this spec."""
+  record = read_json(run_dir / record_file(spec.eval_split))
   return (isinstance(record, dict) and record.get("status") == "complete"
           and record.get("spec") == spec.to_dict() and isinstance(record.get("metrics"), dict))
 
@@ -193,7 +201,7 @@ def run_one(spec: grid_lib.RunSpec, runs_dir: str | os.PathLike, *,
   run_dir = spec.run_dir(pathlib.Path(runs_dir).resolve())
   if is_done(spec, run_dir):
     log(f"[experiment] done, skipped: {run_dir}")
-    return read_json(run_dir / RUN_FILE)
+    return read_json(run_dir / record_file(spec.eval_split))
   run_dir.mkdir(parents=True, exist_ok=True)
   write_json(run_dir / "spec.json", spec.to_dict())
   env = commands.run_env(spec, os.environ if base_env is None else base_env)
@@ -211,7 +219,8 @@ def run_one(spec: grid_lib.RunSpec, runs_dir: str | os.PathLike, *,
       completed = True
     finally:
       _record_attempt(run_dir, clock() - start, completed)
-  log(f"[experiment] evaluating on TEST ({spec.decode_max_examples or 'all'} users per task)")
+  log(f"[experiment] evaluating on {spec.eval_split.upper()} ({spec.decode_max_examples or 'all'} "
+      "users per task)")
   start = clock()
   executor(evaluate, env=env, log_path=run_dir / "eval.log")
   eval_seconds = clock() - start
@@ -221,7 +230,7 @@ def run_one(spec: grid_lib.RunSpec, runs_dir: str | os.PathLike, *,
 def _write_record(spec: grid_lib.RunSpec, run_dir: pathlib.Path, train: list[str],
                   evaluate: list[str], rows: int, eval_seconds: float,
                   env: Mapping[str, str]) -> dict[str, Any]:
-  metrics_path = commands.eval_dir(run_dir) / EVAL_METRICS_FILE
+  metrics_path = commands.eval_dir(run_dir, spec.eval_split) / EVAL_METRICS_FILE
   evaluation = read_json(metrics_path)
   if not isinstance(evaluation, dict) or not isinstance(evaluation.get("tasks"), dict):
     raise RuntimeError(f"{metrics_path}: missing or without 'tasks' after `rec_t5x.eval`")
@@ -232,6 +241,7 @@ def _write_record(spec: grid_lib.RunSpec, run_dir: pathlib.Path, train: list[str
   prefix = {commands.ENV_VOCABULARY: env[commands.ENV_VOCABULARY]} if spec.vocabulary else None
   record = {
       "spec": spec.to_dict(), "key": spec.key(), "status": "complete",
+      "eval_split": spec.eval_split,
       "metrics": evaluation["tasks"], "eval_step": evaluation["step"],
       "train_seconds": train_seconds(run_dir), "eval_seconds": round(eval_seconds, 2),
       "train_curve": {"step": steps, "loss": losses},
@@ -239,18 +249,20 @@ def _write_record(spec: grid_lib.RunSpec, run_dir: pathlib.Path, train: list[str
                    "train_argv": train, "eval_argv": evaluate},
       "num_embeddings": rows, "date": utc_now(), "machine": machine_info(),
   }
-  write_json(run_dir / RUN_FILE, record)
+  write_json(run_dir / record_file(spec.eval_split), record)
   return record
 
 
 def load_records(run_dirs: Sequence[pathlib.Path],
-                 specs: Sequence[grid_lib.RunSpec] | None = None) -> list[dict[str, Any]]:
-  """The complete run.json records of `run_dirs`.
+                 specs: Sequence[grid_lib.RunSpec] | None = None,
+                 split: str = "test") -> list[dict[str, Any]]:
+  """The complete records of `run_dirs` (for each spec's split, else for `split`).
 
   Args:
-    run_dirs: run directories; those without a complete run.json are left out.
+    run_dirs: run directories; those without a complete record are left out.
     specs: when given (one per directory), a record counts only if it was written for that spec
       (a run evaluated with other settings, e.g. fewer test users, is left out).
+    split: the evaluation split read when `specs` is None.
 
   Returns:
     The records, in the order of `run_dirs`.
@@ -259,7 +271,8 @@ def load_records(run_dirs: Sequence[pathlib.Path],
     raise ValueError(f"load_records: {len(specs)} specs for {len(run_dirs)} run directories")
   records = []
   for i, run_dir in enumerate(run_dirs):
-    record = read_json(pathlib.Path(run_dir) / RUN_FILE)
+    name = record_file(specs[i].eval_split if specs is not None else split)
+    record = read_json(pathlib.Path(run_dir) / name)
     if not isinstance(record, dict) or record.get("status") != "complete":
       continue
     if specs is None or record.get("spec") == specs[i].to_dict():
@@ -267,6 +280,7 @@ def load_records(run_dirs: Sequence[pathlib.Path],
   return records
 
 
-def find_records(runs_dir: str | os.PathLike) -> list[dict[str, Any]]:
-  """Every complete run.json under `runs_dir` (any grid), in path order."""
-  return load_records(sorted(p.parent for p in pathlib.Path(runs_dir).rglob(RUN_FILE)))
+def find_records(runs_dir: str | os.PathLike, split: str = "test") -> list[dict[str, Any]]:
+  """Every complete record of `split` under `runs_dir` (any grid), in path order."""
+  name = record_file(split)
+  return load_records(sorted(p.parent for p in pathlib.Path(runs_dir).rglob(name)), split=split)

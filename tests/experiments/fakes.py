@@ -51,14 +51,16 @@ def write_run(runs_dir: pathlib.Path, run_spec: grid_lib.RunSpec, recall10: floa
               **kwargs: Any) -> pathlib.Path:
   """Writes a finished run's run.json under `runs_dir`; returns the run directory."""
   run_dir = run_spec.run_dir(runs_dir)
-  runner.write_json(run_dir / runner.RUN_FILE, record(run_spec, recall10, **kwargs))
+  runner.write_json(run_dir / runner.record_file(run_spec.eval_split),
+                    record(run_spec, recall10, **kwargs))
   return run_dir
 
 
 def write_baseline(root: pathlib.Path, dataset: str, model: str, recall10: float) -> pathlib.Path:
   """A minimal rec_t5x.baselines output folder (metrics.json, topk.npz, embeddings.npz)."""
   test = {"recall@5": recall10 / 2, "recall@10": recall10, "ndcg@10": recall10 / 2}
-  report = {"dataset": dataset, "model": model, "test": test, "validation": test,
+  validation = {key: value + 0.01 for key, value in test.items()}
+  report = {"dataset": dataset, "model": model, "test": test, "validation": validation,
             "fit": {"stop_reason": "patience", "best_epoch": 3, "epochs": 8, "train_seconds": 1.0},
             "date": "2026-11-25T12:00:00+00:00"}
   return outputs.save(root / dataset / model, report, {"users": np.arange(3)},

@@ -19,6 +19,17 @@ def test_read_present_and_missing(tmp_path):
   assert all(v is None for v in everything["ml1m"].values())
 
 
+def test_item_id_variants_share_the_base_datasets_baselines(tmp_path):
+  fakes.write_baseline(tmp_path, "ml100k", "sasrec", 0.1771)
+  record = baselines.read(tmp_path, "ml100k_atomic", "sasrec")
+  assert record["test"]["recall@10"] == 0.1771
+  assert record["validation"]["recall@10"] == pytest.approx(0.1871)
+  calls = []
+  baselines.run_missing(tmp_path, ["ml1m", "ml1m_atomic"], 420, models=("pop",),
+                        executor=lambda c, env, log_path: calls.append(c), log=lambda m: None)
+  assert [c[3] for c in calls] == ["--dataset=ml1m"]  # once, for the base dataset
+
+
 def test_run_missing_runs_only_missing_with_the_cap(tmp_path):
   fakes.write_baseline(tmp_path, "ml100k", "pop", 0.0859)
   calls = []

@@ -41,6 +41,13 @@ def test_eval_command_is_rec_only_test_of_the_run():
       "DECODE_MAX_EXAMPLES": "None"}
 
 
+def test_eval_command_on_the_validation_split_has_its_own_output_dir():
+  command = commands.eval_command(fakes.spec(eval_split="validation"), "/runs/a", 2432, "/py")
+  bindings = _bindings(command)
+  assert bindings["EVAL_SPLIT"] == "'validation'"
+  assert bindings["EVAL_OUTPUT_DIR"] == "'/runs/a/validation_eval'"
+
+
 def test_checkpoint_period_is_capped_at_the_run_length():
   assert commands.checkpoint_period(4) == 4
   assert commands.checkpoint_period(300) == commands.CHECKPOINT_EVERY

@@ -79,3 +79,28 @@ def test_failed_run_still_writes_the_report_and_exits_1(tmp_path, monkeypatch):
                         str(tmp_path / "baselines")])
   assert status == 1 and calls == ["rec_only", "rec_mim"]
   assert "from 1 of 2 complete runs" in results.read_text()
+
+
+def test_tuning_report_on_validation_collects_every_run_of_the_split(tmp_path):
+  runs = tmp_path / "runs"
+  fakes.write_run(runs, fakes.spec(eval_split="validation"), 0.1)
+  fakes.write_run(runs, fakes.spec(dataset="ml100k_atomic", eval_split="validation"), 0.3)
+  fakes.write_run(runs, fakes.spec(gin_bindings=("LEARNING_RATE=0.01",), eval_split="validation"),
+                  0.2)
+  fakes.write_run(runs, fakes.spec(), 0.9)  # a test record: never in a tuning report
+  fakes.write_baseline(tmp_path / "baselines", "ml100k", "sasrec", 0.17)
+  tuning = tmp_path / "docs" / "tuning.md"
+  status = driver.main(["--grid", "smoke", "--mixtures", "rec_only", "--eval_split", "validation",
+                        "--runs_dir", str(runs), "--results", str(tuning), "--plots_dir",
+                        str(tmp_path / "docs" / "tuning"), "--baselines_dir",
+                        str(tmp_path / "baselines"), "--report_only", "--report_all_runs"])
+  assert status == 0
+  text = tuning.read_text()
+  assert text.startswith("# Tuning on the validation split")
+  assert "from 3 complete runs" in text and "VALIDATION split" in text
+  assert "### ML-100K (atomic item IDs) / tiny" in text and "### ML-100K / tiny" in text
+  assert "extra bindings `LEARNING_RATE=0.01`" in text
+  assert "only rec_only was run: validation R@10 rec_only 0.3000 (n=1)" in text
+  assert "baselines (validation R@10): SASRec 0.1800" in text  # the baseline's validation number
+  assert "0.9000" not in text
+  assert (tmp_path / "docs" / "tuning" / "recall_at_10.png").stat().st_size > 0

@@ -63,6 +63,7 @@ def test_spec_dict_round_trip_and_unknown_field():
     ({"train_steps": 0}, "RunSpec.train_steps=0"),
     ({"seed": -1}, "RunSpec.seed=-1"),
     ({"decode_max_examples": 0}, "decode_max_examples=0"),
+    ({"eval_split": "train"}, r"RunSpec.eval_split='train': expected one of \('test', 'validation'\)"),
     ({"initial_checkpoint": "/ckpt"}, "needs the T5 vocabulary"),
     ({"vocabulary": "/spm.model"}, "without initial_checkpoint"),
     ({"gin_bindings": ("TRAIN_STEPS=3",)}, "TRAIN_STEPS is set by the experiment runner"),
@@ -79,12 +80,27 @@ def test_grid_validation():
     headline.replace(mixtures=("rec_only", "rec_xyz"))
   with pytest.raises(ValueError, match="unknown dataset 'ml10m'"):
     headline.replace(datasets=("ml10m",))
+  with pytest.raises(ValueError, match="unknown dataset 'ml10m_atomic'.*_atomic"):
+    headline.replace(datasets=("ml10m_atomic",))
+  atomic = headline.replace(datasets=("ml100k_atomic",), eval_split="validation")
+  assert {(r.dataset, r.eval_split) for r in atomic.runs()} == {("ml100k_atomic", "validation")}
   with pytest.raises(ValueError, match=r"seeds lists \['1'\] more than once"):
     headline.replace(seeds=(1, 1))
   with pytest.raises(ValueError, match="Grid.models is empty"):
     headline.replace(models=())
   with pytest.raises(ValueError, match="unknown grid 'big'"):
     grid_lib.preset("big")
+
+
+def test_evaluation_split_is_not_part_of_the_identity():
+  test_spec = fakes.spec()
+  validation_spec = fakes.spec(eval_split="validation")
+  assert test_spec.key() == validation_spec.key()
+  assert test_spec.run_dir("/r") == validation_spec.run_dir("/r")
+  assert grid_lib.RunSpec.from_dict(validation_spec.to_dict()) == validation_spec
+  old = test_spec.to_dict()
+  del old["eval_split"]  # run.json written before the field existed
+  assert grid_lib.RunSpec.from_dict(old) == test_spec
 
 
 def test_replace_can_set_all_test_users():

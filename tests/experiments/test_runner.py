@@ -151,3 +151,26 @@ def test_execute_tees_output_and_raises_on_failure(tmp_path, capsys):
   with pytest.raises(runner.CommandFailed, match=r"exit status 3: python3 -c .*x.log"):
     runner.execute(["python3", "-c", "import sys; sys.exit(3)"], env={"PATH": "/usr/bin:/bin"},
                    log_path=log, echo=False)
+
+
+def test_validation_evaluation_has_its_own_record_and_reuses_the_training(tmp_path):
+  test_spec = fakes.spec()
+  _run(test_spec, tmp_path, FakeExecutor(recall10=0.2))
+  executor = FakeExecutor(recall10=0.3)
+  validation_spec = fakes.spec(eval_split="validation")
+  record = _run(validation_spec, tmp_path, executor)
+  assert executor.binaries() == ["rec_t5x.eval"]  # trained once, for both splits
+  eval_argv = executor.calls[0]
+  run_dir = test_spec.run_dir(tmp_path)
+  assert run_dir == validation_spec.run_dir(tmp_path)
+  assert record["eval_split"] == "validation"
+  assert fakes.read(run_dir / "run_validation.json") == record
+  assert fakes.read(run_dir / "run.json")["metrics"]["rec_t5x.ml100k.retrieval"]["recall@10"] == 0.2
+  assert (run_dir / "validation_eval" / "eval_metrics.json").is_file()
+  assert "--gin.EVAL_SPLIT='validation'" in record["commands"]["eval_argv"]
+  assert eval_argv[2] == "eval.log"
+  # Each split is done on its own; the loaders read the split's records.
+  assert runner.is_done(test_spec, run_dir) and runner.is_done(validation_spec, run_dir)
+  assert runner.find_records(tmp_path, "validation") == [record]
+  assert [r["eval_split"] for r in runner.find_records(tmp_path)] == ["test"]
+  assert runner.load_records([run_dir], [validation_spec]) == [record]
