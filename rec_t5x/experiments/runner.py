@@ -64,7 +64,7 @@ def execute(command: Sequence[str], *, env: Mapping[str, str], log_path: pathlib
     CommandFailed: naming the command, its exit status and the log file.
   """
   log_path.parent.mkdir(parents=True, exist_ok=True)
-  with open(log_path, "a", encoding="utf-8") as log:
+  with open(log_path, "a", encoding="utf-8", buffering=1) as log:  # line-buffered: the log follows the run
     log.write(f"$ {commands.shell(command)}\n")
     log.flush()
     with subprocess.Popen(list(command), cwd=grid_lib.REPO_ROOT, env=dict(env), text=True,

@@ -2,6 +2,8 @@
 import ast
 import json
 import pathlib
+import threading
+import time
 
 import pytest
 
@@ -151,6 +153,26 @@ def test_execute_tees_output_and_raises_on_failure(tmp_path, capsys):
   with pytest.raises(runner.CommandFailed, match=r"exit status 3: python3 -c .*x.log"):
     runner.execute(["python3", "-c", "import sys; sys.exit(3)"], env={"PATH": "/usr/bin:/bin"},
                    log_path=log, echo=False)
+
+
+def test_execute_writes_each_line_to_the_log_while_the_command_runs(tmp_path):
+  log, go = tmp_path / "run.log", tmp_path / "go"
+  child = ("import os, sys, time\nprint('first' + ' line', flush=True)\n"  # not in the command
+           f"deadline = time.time() + 60\nwhile not os.path.exists({str(go)!r}):\n"
+           "  if time.time() > deadline: sys.exit(7)\n  time.sleep(0.05)\n")
+  worker = threading.Thread(target=runner.execute, args=(["python3", "-c", child],),
+                            kwargs={"env": {"PATH": "/usr/bin:/bin"}, "log_path": log,
+                                    "echo": False})
+  worker.start()
+  try:
+    deadline = time.time() + 60
+    while "first line" not in (log.read_text() if log.exists() else ""):
+      assert time.time() < deadline, "the log did not show the line while the command ran"
+      time.sleep(0.05)
+    assert worker.is_alive()  # seen before the command ended
+  finally:
+    go.touch()
+    worker.join()
 
 
 def test_validation_evaluation_has_its_own_record_and_reuses_the_training(tmp_path):
