@@ -203,7 +203,8 @@ def headline(group: Group, baselines: Mapping[str, Mapping[str, Any] | None] | N
              split: str = "test") -> str:
   """One computed sentence on Recall@10 of `split`: the best mixture against rec_only, baselines."""
   s = group.setting
-  head = (f"{group.title} ({s['train_steps']} steps x batch {s['batch_size']}): ")
+  bindings = f", `{' '.join(s['gin_bindings'])}`" if s.get("gin_bindings") else ""
+  head = f"{group.title} ({s['train_steps']} steps x batch {s['batch_size']}{bindings}): "
   stats = {m: group.stat(m, RECALL_10) for m in group.mixtures}
   stats = {m: st for m, st in stats.items() if st is not None}
   tail = f"; baselines ({split} R@10): {baseline_text(baselines, split)}."

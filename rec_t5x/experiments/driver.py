@@ -133,6 +133,9 @@ def grid_from_args(args: argparse.Namespace,
                      "use the dataset's vocabulary)")
   if args.gin:
     overrides["gin_bindings"] = tuple(args.gin)
+  elif args.train_steps is not None:  # the preset's learning-rate decay follows the new budget
+    overrides["gin_bindings"] = grid_lib.rescale_linear_decay(
+        grid_lib.preset(args.grid).gin_bindings, args.train_steps)
   overrides["eval_split"] = args.eval_split
   return grid_lib.preset(args.grid).replace(**overrides)
 

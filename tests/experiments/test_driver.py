@@ -24,6 +24,12 @@ def test_overrides_replace_only_given_fields():
   assert _grid("smoke", "--decode_max_examples", "7").decode_max_examples == 7
 
 
+def test_a_new_budget_moves_the_presets_learning_rate_decay():
+  grid = _grid("headline", "--train_steps", "300")
+  assert grid.gin_bindings[-1] == "optimizers.LearningRateConfig.decay_steps=200"
+  assert grid.gin_bindings[:3] == grid_lib.preset("headline").gin_bindings[:3]
+
+
 def test_initial_checkpoint_takes_the_vocabulary_from_flag_or_environment(tmp_path):
   grid = _grid("smoke", "--initial_checkpoint", "ckpt", environ={"REC_T5X_VOCABULARY": "/t5.model"})
   assert grid.vocabulary == "/t5.model" and grid.initial_checkpoint.endswith("/ckpt")
@@ -100,6 +106,7 @@ def test_tuning_report_on_validation_collects_every_run_of_the_split(tmp_path):
   assert "from 3 complete runs" in text and "VALIDATION split" in text
   assert "### ML-100K (atomic item IDs) / tiny" in text and "### ML-100K / tiny" in text
   assert "extra bindings `LEARNING_RATE=0.01`" in text
+  assert "ML-100K / tiny (4 steps x batch 2, `LEARNING_RATE=0.01`): only rec_only" in text
   assert "only rec_only was run: validation R@10 rec_only 0.3000 (n=1)" in text
   assert "baselines (validation R@10): SASRec 0.1800" in text  # the baseline's validation number
   assert "0.9000" not in text

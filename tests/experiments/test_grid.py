@@ -10,12 +10,17 @@ from tests.experiments import fakes
 def test_headline_preset_is_ml100k_tiny_five_mixtures_three_seeds():
   runs = list(grid_lib.preset("headline").runs())
   assert len(runs) == 15
-  assert {r.dataset for r in runs} == {"ml100k"} and {r.model for r in runs} == {"tiny"}
+  assert {r.dataset for r in runs} == {"ml100k_atomic"} and {r.model for r in runs} == {"tiny"}
   assert {r.mixture for r in runs} == set(grid_lib.MIXTURES)
   assert {r.seed for r in runs} == {0, 1, 2}
-  # One budget for the whole grid.
+  # One budget for the whole grid, every test user, and a decay that ends at the last step.
   assert {(r.train_steps, r.batch_size) for r in runs} == {
       (grid_lib.HEADLINE_TRAIN_STEPS, grid_lib.HEADLINE_BATCH_SIZE)}
+  assert {r.decode_max_examples for r in runs} == {None}
+  assert {r.gin_bindings for r in runs} == {(
+      "LEARNING_RATE=0.01", "optimizers.LearningRateConfig.schedule='linear_decay'",
+      "optimizers.LearningRateConfig.warmup_steps=100",
+      "optimizers.LearningRateConfig.decay_steps=900")}
 
 
 def test_full_preset_expands_datasets_models_mixtures_seeds():
@@ -104,9 +109,24 @@ def test_evaluation_split_is_not_part_of_the_identity():
 
 
 def test_replace_can_set_all_test_users():
-  grid = grid_lib.preset("headline").replace(decode_max_examples=None, train_steps=10)
+  grid = grid_lib.preset("smoke").replace(decode_max_examples=None, train_steps=10)
   assert {r.decode_max_examples for r in grid.runs()} == {None}
   assert dataclasses.replace(grid).train_steps == 10
+
+
+def test_linear_decay_must_end_at_the_last_step():
+  bindings = grid_lib.linear_decay_bindings(0.01, 10, 50)
+  assert bindings[-1] == "optimizers.LearningRateConfig.decay_steps=40"
+  fakes.spec(train_steps=50, gin_bindings=bindings)
+  with pytest.raises(ValueError, match=r"linear decay ends at step 50 .* train_steps=60; set "
+                     r"optimizers.LearningRateConfig.decay_steps=50"):
+    fakes.spec(train_steps=60, gin_bindings=bindings)
+  moved = grid_lib.rescale_linear_decay(bindings, 60)
+  assert moved[:3] == bindings[:3] and moved[3].endswith("decay_steps=50")
+  fakes.spec(train_steps=60, gin_bindings=moved)
+  assert grid_lib.rescale_linear_decay(("DROPOUT_RATE=0.1",), 60) == ("DROPOUT_RATE=0.1",)
+  with pytest.raises(ValueError, match="warmup_steps=10 must be"):
+    grid_lib.linear_decay_bindings(0.01, 10, 10)
 
 
 def test_parse_binding():
