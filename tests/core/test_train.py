@@ -165,6 +165,27 @@ def test_run_file_builds_the_objects(task_dir, main_module, tmp_path):
   assert captured["total_steps"] == 3 and captured["model_dir"] == str(tmp_path)
 
 
+def test_quickstart_experiment_decays_to_zero_at_its_last_step(main_module, tmp_path):
+  captured = {}
+
+  def quickstart_train(**kwargs):
+    captured.update(kwargs)
+
+  quickstart_train.__signature__ = inspect.signature(train_lib.train)
+  main_module.train = quickstart_train
+  configured = gin.configurable(quickstart_train)
+  gin_utils.parse_gin(["gin/experiments/ml100k_atomic_tiny_rec_all.gin"],
+                      [f"MODEL_DIR = '{tmp_path}'"], [str(REPO)])
+  gin_utils.check_required()
+  configured()
+  assert captured["train_dataset_cfg"].mixture_or_task_name == "rec_t5x.ml100k_atomic.rec_all"
+  assert captured["model"].module.config.vocab_size == 4096
+  warmup = gin.query_parameter("optimizers.LearningRateConfig.warmup_steps")
+  decay = gin.query_parameter("optimizers.LearningRateConfig.decay_steps")
+  assert gin.query_parameter("optimizers.LearningRateConfig.schedule") == "linear_decay"
+  assert warmup + decay == captured["total_steps"] == 100
+
+
 def _run_in_process(model_dir, steps, extra=()):
   configured = gin.configurable(train_lib.train)
   _parse([f"MODEL_DIR = '{model_dir}'", f"TRAIN_STEPS = {steps}", "CHECKPOINT_PERIOD = 2",
