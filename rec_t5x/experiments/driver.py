@@ -78,7 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
                  help="test users decoded per task (a seeded subset); 'all' for every user")
   p.add_argument("--initial_checkpoint",
                  help="FLAN-T5 / T5X / HF checkpoint to fine-tune (INITIAL_CHECKPOINT_PATH); "
-                      "the runs then use the T5 vocabulary (--t5_vocabulary)")
+                      "the runs then use the T5 vocabulary (--t5_vocabulary), so digit-ID "
+                      "datasets (--datasets ml100k), and T5X's fine-tuning rate (constant 1e-3) "
+                      "unless --gin sets one")
   p.add_argument("--t5_vocabulary", default=None,
                  help=f"the T5 sentencepiece.model for --initial_checkpoint (default "
                       f"${commands.ENV_VOCABULARY})")
@@ -133,6 +135,8 @@ def grid_from_args(args: argparse.Namespace,
                      "use the dataset's vocabulary)")
   if args.gin:
     overrides["gin_bindings"] = tuple(args.gin)
+  elif args.initial_checkpoint:  # fine-tuning: T5X's constant 1e-3, not the from-scratch decay
+    overrides["gin_bindings"] = ()
   elif args.train_steps is not None:  # the preset's learning-rate decay follows the new budget
     overrides["gin_bindings"] = grid_lib.rescale_linear_decay(
         grid_lib.preset(args.grid).gin_bindings, args.train_steps)

@@ -187,6 +187,13 @@ class RunSpec:
           f"RunSpec.initial_checkpoint={self.initial_checkpoint!r} needs the T5 vocabulary its "
           "embeddings were trained with: set RunSpec.vocabulary (--t5_vocabulary or "
           "$REC_T5X_VOCABULARY) to the sentencepiece.model of cc_all.32000.100extra")
+    if (self.initial_checkpoint is not None
+        and item_ids.split_variant(self.dataset)[1] != item_ids.DIGITS):
+      base = item_ids.split_variant(self.dataset)[0]
+      raise ValueError(f"RunSpec.dataset={self.dataset!r} with initial_checkpoint: atomic item IDs "
+                       "need one vocabulary piece per item, which the T5 vocabulary of a FLAN-T5 "
+                       f"checkpoint does not have; fine-tune on the digit-ID dataset {base!r} "
+                       f"(--datasets {base})")
     if self.initial_checkpoint is None and self.vocabulary is not None:
       raise ValueError(f"RunSpec.vocabulary={self.vocabulary!r} without initial_checkpoint: a "
                        "model trained from scratch uses the dataset's own vocabulary")

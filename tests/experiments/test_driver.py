@@ -33,6 +33,9 @@ def test_a_new_budget_moves_the_presets_learning_rate_decay():
 def test_initial_checkpoint_takes_the_vocabulary_from_flag_or_environment(tmp_path):
   grid = _grid("smoke", "--initial_checkpoint", "ckpt", environ={"REC_T5X_VOCABULARY": "/t5.model"})
   assert grid.vocabulary == "/t5.model" and grid.initial_checkpoint.endswith("/ckpt")
+  tuned = _grid("headline", "--datasets", "ml100k", "--initial_checkpoint", "/c", "--t5_vocabulary",
+                "/v.model")
+  assert tuned.gin_bindings == ()  # finetune.gin's constant 1e-3, not the from-scratch decay
   grid = _grid("smoke", "--initial_checkpoint", "/c", "--t5_vocabulary", "/v.model")
   assert grid.vocabulary == "/v.model"
   with pytest.raises(ValueError, match="needs the T5 vocabulary"):

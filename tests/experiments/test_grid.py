@@ -71,6 +71,8 @@ def test_spec_dict_round_trip_and_unknown_field():
     ({"eval_split": "train"}, r"RunSpec.eval_split='train': expected one of \('test', 'validation'\)"),
     ({"initial_checkpoint": "/ckpt"}, "needs the T5 vocabulary"),
     ({"vocabulary": "/spm.model"}, "without initial_checkpoint"),
+    ({"dataset": "ml100k_atomic", "initial_checkpoint": "/ckpt", "vocabulary": "/spm.model"},
+     r"atomic item IDs need one vocabulary piece per item.*--datasets ml100k\)"),
     ({"gin_bindings": ("TRAIN_STEPS=3",)}, "TRAIN_STEPS is set by the experiment runner"),
     ({"gin_bindings": ("no equals sign",)}, "expected NAME=VALUE"),
 ])
