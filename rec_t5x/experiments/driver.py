@@ -32,6 +32,7 @@ from rec_t5x.experiments import commands
 from rec_t5x.experiments import grid as grid_lib
 from rec_t5x.experiments import plots as plots_lib
 from rec_t5x.experiments import report as report_lib
+from rec_t5x.experiments import retrieval_lists
 from rec_t5x.experiments import runner
 
 DEFAULT_RUNS_DIR = grid_lib.REPO_ROOT / "runs" / "experiment"
@@ -163,8 +164,12 @@ def write_outputs(records: list[dict[str, Any]], baselines: dict[str, Any], *,
   groups = aggregate.group_records(records)
   plots = [(caption, _relative(path, results.parent))
            for caption, path in plots_lib.write_all(groups, baselines, plots_dir, split)]
+  def top_lists(group: aggregate.Group) -> list[str]:
+    return retrieval_lists.setting_lines(group.runs, baselines.get(group.setting["dataset"]) or {},
+                                         split)
+
   body = report_lib.render(records, baselines, command=command, generated=runner.utc_now(),
-                           planned=planned, plots=plots, split=split)
+                           planned=planned, plots=plots, split=split, group_extra=top_lists)
   return report_lib.write(results, body)
 
 

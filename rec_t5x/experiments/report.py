@@ -9,7 +9,7 @@ an empty, clearly marked Discussion section.
 """
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 import contextlib
 import os
 import pathlib
@@ -100,8 +100,9 @@ def _baseline_note(dataset_baselines: Mapping[str, Mapping[str, Any] | None] | N
 
 def group_section(group: aggregate.Group,
                   dataset_baselines: Mapping[str, Mapping[str, Any] | None] | None,
-                  split: str = "test") -> str:
-  """The Markdown section of one setting: setting line, mixture table with baselines, runs."""
+                  split: str = "test", extra_lines: Sequence[str] = ()) -> str:
+  """The Markdown section of one setting: setting line, mixture table with baselines, extra lines
+  (e.g. the top-10 list statistics), runs."""
   header = ["mixture", "n"] + [c.label for c in aggregate.COLUMNS] + ["R@10 vs rec_only"]
   lines = [f"### {group.title}", "", _setting_line(group, split), "",
            "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -113,7 +114,10 @@ def group_section(group: aggregate.Group,
     lines.append(f"| {mixture} | {n} | " + " | ".join(aggregate.format_stat(st) for st in stats)
                  + f" | {gain} |")
   lines += _baseline_rows(dataset_baselines, len(header), split)
-  lines += ["", _baseline_note(dataset_baselines, split), "", "Runs:", "",
+  lines += ["", _baseline_note(dataset_baselines, split), ""]
+  if extra_lines:
+    lines += [*extra_lines, ""]
+  lines += ["Runs:", "",
             "| mixture | seed | steps | train | eval | final train loss | finished (UTC) | run |",
             "|---|---|---|---|---|---|---|---|"]
   for mixture in group.mixtures:
@@ -166,7 +170,8 @@ TITLES = {
 
 def render(records: Sequence[Mapping[str, Any]], baselines: Baselines, *, command: str,
            generated: str, planned: int | None = None,
-           plots: Sequence[tuple[str, str]] = (), split: str = "test") -> str:
+           plots: Sequence[tuple[str, str]] = (), split: str = "test",
+           group_extra: Callable[[aggregate.Group], Sequence[str]] | None = None) -> str:
   """The report above the Discussion section.
 
   Args:
@@ -177,6 +182,8 @@ def render(records: Sequence[Mapping[str, Any]], baselines: Baselines, *, comman
     planned: runs in the grid (None: unknown).
     plots: (caption, path relative to the report) of each plot.
     split: the split the records were evaluated on ("test", or "validation" for tuning).
+    group_extra: lines to add to each setting's section after its table (the driver passes the
+      top-10 list statistics, which read the runs' prediction files).
 
   Returns:
     Markdown text ending with a newline.
@@ -197,7 +204,8 @@ def render(records: Sequence[Mapping[str, Any]], baselines: Baselines, *, comman
     lines.append("No run has finished yet.")
   lines += ["", "## Setup", "", SETUP.format(SPLIT=split.upper(), split=split), "## Results", ""]
   for group in groups:
-    lines += [group_section(group, baselines.get(group.setting["dataset"]), split), ""]
+    extra = group_extra(group) if group_extra is not None else ()
+    lines += [group_section(group, baselines.get(group.setting["dataset"]), split, extra), ""]
   if plots:
     lines += ["## Plots", ""]
     lines += [f"![{caption}]({path})\n" for caption, path in plots]

@@ -265,7 +265,8 @@ def load_records(run_dirs: Sequence[pathlib.Path],
     split: the evaluation split read when `specs` is None.
 
   Returns:
-    The records, in the order of `run_dirs`.
+    The records, in the order of `run_dirs`; each gains "run_dir" (the directory it was read
+    from, not stored in the file), where report sections find the run's other outputs.
   """
   if specs is not None and len(specs) != len(run_dirs):
     raise ValueError(f"load_records: {len(specs)} specs for {len(run_dirs)} run directories")
@@ -276,7 +277,7 @@ def load_records(run_dirs: Sequence[pathlib.Path],
     if not isinstance(record, dict) or record.get("status") != "complete":
       continue
     if specs is None or record.get("spec") == specs[i].to_dict():
-      records.append(record)
+      records.append({**record, "run_dir": os.fspath(run_dir)})
   return records
 
 

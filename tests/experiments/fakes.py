@@ -63,8 +63,11 @@ def write_baseline(root: pathlib.Path, dataset: str, model: str, recall10: float
   report = {"dataset": dataset, "model": model, "test": test, "validation": validation,
             "fit": {"stop_reason": "patience", "best_epoch": 3, "epochs": 8, "train_seconds": 1.0},
             "date": "2026-11-25T12:00:00+00:00"}
-  return outputs.save(root / dataset / model, report, {"users": np.arange(3)},
-                      {"item_public_ids": np.arange(3)})
+  # Top-2 lists of users 0-2 over a 4-item catalogue (public IDs 10-13); Pop ranks by item_counts.
+  lists = np.array([[10, 11], [10, 12], [11, 13]])
+  topk = {"users": np.arange(3), "test_public_ids": lists, "validation_public_ids": lists}
+  return outputs.save(root / dataset / model, report, topk,
+                      {"item_public_ids": np.arange(10, 14), "item_counts": np.array([9, 5, 2, 1])})
 
 
 def read(path: pathlib.Path) -> Any:

@@ -1,6 +1,7 @@
 """Tests for rec_t5x.experiments.driver: flags -> grid, dry run, report-only regeneration."""
 import pytest
 
+from rec_t5x.experiments import commands
 from rec_t5x.experiments import driver
 from rec_t5x.experiments import grid as grid_lib
 from rec_t5x.experiments import runner
@@ -70,6 +71,25 @@ def test_report_only_regenerates_report_and_plots_from_run_json(tmp_path):
   assert (tmp_path / "docs" / "results" / "train_loss.png").stat().st_size > 0
   assert "Command: `python scripts/run_experiment.py --grid smoke --runs_dir" in text
   assert text.rstrip().endswith("regenerates the report. -->")
+  assert "Top-10 lists: not analysed" in text  # no Pop outputs, so no popularity
+
+
+def test_report_analyses_top_lists_from_the_runs_predictions(tmp_path):
+  run_dir = fakes.write_run(tmp_path / "runs", fakes.spec(), 0.1)
+  predictions = commands.eval_dir(run_dir) / "predictions" / "rec_t5x.ml100k.retrieval.jsonl"
+  predictions.parent.mkdir(parents=True)
+  predictions.write_text('{"key": 0, "retrieved": [10, 11]}\n'
+                         '{"key": 16777216, "retrieved": [12, 13]}\n')
+  fakes.write_baseline(tmp_path / "baselines", "ml100k", "pop", 0.05)
+  results = tmp_path / "results.md"
+  assert driver.main(["--grid", "smoke", "--mixtures", "rec_only", "--runs_dir",
+                      str(tmp_path / "runs"), "--results", str(results), "--plots_dir",
+                      str(tmp_path / "plots"), "--baselines_dir", str(tmp_path / "baselines"),
+                      "--report_only"]) == 0
+  section = results.read_text().split("Top-10 lists (")[1].split("Runs:")[0]
+  # Items 10-13 of a 4-item catalogue, all among the 100 most popular; Pop's lists of users 0 and 1
+  # are [10, 11] and [10, 12] (fakes.write_baseline), so the overlap@10 is (2/10 + 1/10) / 2.
+  assert "| rec_only | 1 | 1.000 | 1.000 | 0.150 |" in section
 
 
 def test_failed_run_still_writes_the_report_and_exits_1(tmp_path, monkeypatch):

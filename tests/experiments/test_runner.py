@@ -193,6 +193,7 @@ def test_validation_evaluation_has_its_own_record_and_reuses_the_training(tmp_pa
   assert eval_argv[2] == "eval.log"
   # Each split is done on its own; the loaders read the split's records.
   assert runner.is_done(test_spec, run_dir) and runner.is_done(validation_spec, run_dir)
-  assert runner.find_records(tmp_path, "validation") == [record]
+  loaded = {**record, "run_dir": str(run_dir)}  # the loaders say where each record came from
+  assert runner.find_records(tmp_path, "validation") == [loaded]
   assert [r["eval_split"] for r in runner.find_records(tmp_path)] == ["test"]
-  assert runner.load_records([run_dir], [validation_spec]) == [record]
+  assert runner.load_records([run_dir], [validation_spec]) == [loaded]

@@ -1,0 +1,214 @@
+"""What the top-10 lists look like: catalogue coverage and popularity bias, T5 runs next to baselines.
+
+Recall@10 says how often a list hits; these statistics say what the lists are made of, which is
+how one tells a model that learned personal preferences from one that learned item popularity:
+
+  coverage@K      distinct items over all users' top-K lists / catalogue size (Pop: K / catalogue);
+  popular share   share of all top-K slots taken by the `num_popular` most interacted-with items of
+                  the training data (Pop: 1.0);
+  Pop overlap@K   mean over users of |top-K ∩ Pop's top-K for the same user| / K (Pop: 1.0).
+
+Inputs are the files the runs already write: a T5 run's retrieval predictions
+(`<eval dir>/predictions/<task>.retrieval.jsonl`, one JSON object per example with `key` =
+user << 24 | position and `retrieved` = public item IDs, best first; rec_t5x/eval.py) and a
+baseline's `topk.npz` / Pop's `embeddings.npz` (rec_t5x/baselines/outputs.py). Popularity is Pop's
+`item_counts` (training interactions), so the statistics need no dataset load. numpy does all the
+work; no library computes these three numbers from these files.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+import dataclasses
+import json
+import os
+import pathlib
+
+import numpy as np
+
+from rec_t5x.baselines import outputs
+from rec_t5x.experiments import commands
+from rec_t5x.prompts import keys as keys_lib
+
+K = 10
+NUM_POPULAR = 100
+PREDICTIONS_GLOB = "*.retrieval.jsonl"
+
+Lists = dict[int, np.ndarray]  # user -> public item IDs, best first
+
+
+@dataclasses.dataclass(frozen=True)
+class Popularity:
+  """Training interaction counts of every catalogue item, by public ID."""
+  public_ids: np.ndarray  # int64 [num_items]
+  counts: np.ndarray  # int64 [num_items]
+
+  def __post_init__(self):
+    if self.public_ids.shape != self.counts.shape or self.public_ids.ndim != 1:
+      raise ValueError(f"Popularity: public_ids {self.public_ids.shape} and counts "
+                       f"{self.counts.shape} must be 1-D and of the same length")
+
+  @property
+  def catalogue_size(self) -> int:
+    return int(self.public_ids.size)
+
+  def most_popular(self, n: int) -> set[int]:
+    """Public IDs of the `n` items with the most training interactions (ties: lower index first)."""
+    order = np.argsort(-self.counts, kind="stable")[:n]
+    return {int(i) for i in self.public_ids[order]}
+
+
+@dataclasses.dataclass(frozen=True)
+class ListStats:
+  """Statistics of a set of top-K lists (see the module docstring)."""
+  coverage: float
+  popular_share: float
+  pop_overlap: float | None  # None without Pop's lists for these users
+  num_lists: int
+
+
+def list_stats(lists: Lists, popularity: Popularity, pop_lists: Lists | None = None, *,
+               k: int = K, num_popular: int = NUM_POPULAR) -> ListStats:
+  """Coverage@k, popular share and Pop overlap@k of `lists` (each cut to its first k items).
+
+  Raises:
+    ValueError: no lists, or a user of `lists` missing from `pop_lists`.
+  """
+  if not lists:
+    raise ValueError("list_stats: no lists")
+  top = {user: np.asarray(items)[:k] for user, items in lists.items()}
+  slots = np.concatenate(list(top.values()))
+  popular = popularity.most_popular(num_popular)
+  overlap = None
+  if pop_lists is not None:
+    missing = sorted(set(top) - set(pop_lists))
+    if missing:
+      raise ValueError(f"list_stats: {len(missing)} users have no Pop list (first: {missing[:5]})")
+    overlap = float(np.mean([len(set(items.tolist()) & set(np.asarray(pop_lists[u])[:k].tolist()))
+                             / k for u, items in top.items()]))
+  return ListStats(coverage=len(set(slots.tolist())) / popularity.catalogue_size,
+                   popular_share=float(np.mean([int(i) in popular for i in slots])),
+                   pop_overlap=overlap, num_lists=len(top))
+
+
+def read_popularity(pop_dir: str | os.PathLike) -> Popularity:
+  """Pop's training counts from `<pop_dir>/embeddings.npz` (item_counts, item_public_ids)."""
+  path = pathlib.Path(pop_dir) / outputs.EMBEDDINGS_FILE
+  with np.load(path) as arrays:
+    for name in ("item_counts", "item_public_ids"):
+      if name not in arrays.files:
+        raise ValueError(f"{path}: no array {name!r} (expected Pop's outputs, "
+                         f"rec_t5x/baselines/outputs.py)")
+    return Popularity(public_ids=arrays["item_public_ids"].astype(np.int64),
+                      counts=arrays["item_counts"].astype(np.int64))
+
+
+def read_baseline_lists(baseline_dir: str | os.PathLike, split: str = "test") -> Lists:
+  """{user: top public IDs} of a baseline's `topk.npz` for `split`."""
+  path = pathlib.Path(baseline_dir) / outputs.TOPK_FILE
+  with np.load(path) as arrays:
+    name = f"{split}_public_ids"
+    if name not in arrays.files or "users" not in arrays.files:
+      raise ValueError(f"{path}: no arrays 'users' and {name!r} (rec_t5x/baselines/outputs.py)")
+    return {int(u): row for u, row in zip(arrays["users"], arrays[name].astype(np.int64))}
+
+
+def find_predictions(eval_dir: str | os.PathLike) -> pathlib.Path | None:
+  """The retrieval predictions file of an eval output dir, None when there is none."""
+  found = sorted((pathlib.Path(eval_dir) / "predictions").glob(PREDICTIONS_GLOB))
+  if len(found) > 1:
+    raise ValueError(f"{eval_dir}/predictions: several retrieval files {[p.name for p in found]}")
+  return found[0] if found else None
+
+
+def read_run_lists(path: str | os.PathLike) -> Lists:
+  """{user: retrieved public IDs} of a T5 run's retrieval predictions (JSON lines).
+
+  Raises:
+    ValueError: naming the file and line of a malformed line or a user seen twice.
+  """
+  lists: Lists = {}
+  with open(path, encoding="utf-8") as f:
+    for line_number, line in enumerate(f, 1):
+      if not line.strip():
+        continue
+      try:
+        example = json.loads(line)
+        user, _ = keys_lib.decode_key(example["key"])
+        retrieved = np.asarray([int(i) for i in example["retrieved"]], dtype=np.int64)
+      except (ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"{path}:{line_number}: expected a JSON object with an int 'key' and a "
+                         f"list of int 'retrieved' ({e})") from e
+      if user in lists:
+        raise ValueError(f"{path}:{line_number}: user {user} appears twice")
+      lists[user] = retrieved
+  return lists
+
+
+def mean(values: Sequence[float | None]) -> float | None:
+  present = [v for v in values if v is not None]
+  return float(np.mean(present)) if present else None
+
+
+def table(run_stats: Mapping[str, Sequence[ListStats]],
+          baseline_stats: Mapping[str, ListStats | None], *, k: int = K,
+          num_popular: int = NUM_POPULAR) -> list[str]:
+  """Markdown rows: one per mixture (mean over its runs) and one per baseline."""
+  def cell(value):
+    return "–" if value is None else f"{value:.3f}"
+  lines = [f"| lists | n | coverage@{k} | top-{num_popular} share | Pop overlap@{k} |",
+           "|---|---|---|---|---|"]
+  for mixture, stats in run_stats.items():
+    if not stats:
+      continue
+    lines.append(f"| {mixture} | {len(stats)} | {cell(mean([s.coverage for s in stats]))} | "
+                 f"{cell(mean([s.popular_share for s in stats]))} | "
+                 f"{cell(mean([s.pop_overlap for s in stats]))} |")
+  for name, stats in baseline_stats.items():
+    if stats is not None:
+      lines.append(f"| *{name}* (baseline) | 1 | {cell(stats.coverage)} | "
+                   f"{cell(stats.popular_share)} | {cell(stats.pop_overlap)} |")
+  return lines
+
+
+def setting_lines(runs: Mapping[str, Sequence[Mapping]], baselines: Mapping[str, Mapping | None],
+                  split: str = "test", *, k: int = K,
+                  num_popular: int = NUM_POPULAR) -> list[str]:
+  """The report's "top-10 lists" paragraph and table of one setting.
+
+  Args:
+    runs: {mixture: run records}; a record's "run_dir" (added by `runner.load_records`) locates
+      its predictions under `<run_dir>/<split>_eval/predictions/`.
+    baselines: {model: `experiments.baselines.read(...)` or None}; Pop's outputs give popularity.
+    split: the evaluated split.
+
+  Returns:
+    Markdown lines; a single explanatory line when Pop's outputs (the popularity) are missing.
+  """
+  pop = baselines.get("pop")
+  if pop is None:
+    return [f"Top-{k} lists: not analysed (Pop's outputs give the item popularity; run the "
+            "baselines first)."]
+  popularity = read_popularity(pop["path"])
+  pop_lists = read_baseline_lists(pop["path"], split)
+  run_stats: dict[str, list[ListStats]] = {}
+  without = []
+  for mixture, records in runs.items():
+    for record in records:
+      path = record.get("run_dir") and find_predictions(
+          commands.eval_dir(record["run_dir"], split))
+      if not path:
+        without.append(f"{mixture} seed {record['spec']['seed']}")
+        continue
+      run_stats.setdefault(mixture, []).append(
+          list_stats(read_run_lists(path), popularity, pop_lists, k=k, num_popular=num_popular))
+  baseline_stats = {
+      b["name"]: list_stats(read_baseline_lists(b["path"], split), popularity, pop_lists, k=k,
+                            num_popular=num_popular)
+      for b in baselines.values() if b is not None}
+  missing = f" No predictions file: {', '.join(without)}." if without else ""
+  return [f"Top-{k} lists (T5 runs: their decoded {split} users; baselines: every {split} user; "
+          f"coverage@{k}: distinct items in all lists / "
+          f"catalogue; top-{num_popular} share: share of list slots taken by the {num_popular} "
+          f"items with most training interactions; Pop overlap@{k}: items shared with Pop's list "
+          f"for the same user / {k}; rec_t5x/experiments/retrieval_lists.py).{missing}", "",
+          *table(run_stats, baseline_stats, k=k, num_popular=num_popular)]

@@ -1,0 +1,90 @@
+"""Tests for rec_t5x.experiments.retrieval_lists: coverage, popularity share and Pop overlap."""
+import json
+
+import numpy as np
+import pytest
+
+from rec_t5x.experiments import baselines as baselines_lib
+from rec_t5x.experiments import commands
+from rec_t5x.experiments import retrieval_lists
+from rec_t5x.prompts import keys
+from tests.experiments import fakes
+
+POPULARITY = retrieval_lists.Popularity(public_ids=np.array([10, 11, 12, 13]),
+                                        counts=np.array([5, 3, 1, 0]))
+
+
+def _write_predictions(eval_dir, lists, task="rec_t5x.ml100k.retrieval"):
+  path = eval_dir / "predictions" / f"{task}.jsonl"
+  path.parent.mkdir(parents=True, exist_ok=True)
+  path.write_text("".join(json.dumps({"index": i, "key": keys.encode_key(user, 0),
+                                      "targets": "<i10>", "retrieved": items}) + "\n"
+                          for i, (user, items) in enumerate(lists.items())))
+  return path
+
+
+def test_list_stats_by_hand():
+  lists = {0: np.array([10, 12, 13]), 1: np.array([10, 11, 12])}  # cut to k=2
+  pop = {0: np.array([10, 11]), 1: np.array([10, 11]), 2: np.array([10, 11])}
+  stats = retrieval_lists.list_stats(lists, POPULARITY, pop, k=2, num_popular=1)
+  assert stats.coverage == pytest.approx(3 / 4)  # items 10, 12, 11
+  assert stats.popular_share == pytest.approx(2 / 4)  # item 10 in 2 of 4 slots
+  assert stats.pop_overlap == pytest.approx((1 / 2 + 2 / 2) / 2)
+  assert stats.num_lists == 2
+  assert retrieval_lists.list_stats(lists, POPULARITY, k=2).pop_overlap is None
+  assert retrieval_lists.list_stats(pop, POPULARITY, pop, k=2, num_popular=2) == (
+      retrieval_lists.ListStats(coverage=0.5, popular_share=1.0, pop_overlap=1.0, num_lists=3))
+
+
+def test_list_stats_refuses_users_without_a_pop_list():
+  with pytest.raises(ValueError, match="1 users have no Pop list"):
+    retrieval_lists.list_stats({7: np.array([10])}, POPULARITY, {0: np.array([10])})
+  with pytest.raises(ValueError, match="no lists"):
+    retrieval_lists.list_stats({}, POPULARITY)
+
+
+def test_most_popular_breaks_ties_by_catalogue_order():
+  popularity = retrieval_lists.Popularity(np.array([4, 5, 6]), np.array([1, 2, 2]))
+  assert popularity.most_popular(1) == {5}
+  with pytest.raises(ValueError, match="same length"):
+    retrieval_lists.Popularity(np.array([1, 2]), np.array([1]))
+
+
+def test_read_run_lists_decodes_users_from_keys(tmp_path):
+  path = _write_predictions(tmp_path, {3: [12, 10], 0: [11]})
+  lists = retrieval_lists.read_run_lists(path)
+  assert sorted(lists) == [0, 3]
+  np.testing.assert_array_equal(lists[3], [12, 10])
+  assert retrieval_lists.find_predictions(tmp_path) == path
+  assert retrieval_lists.find_predictions(tmp_path / "missing") is None
+
+
+@pytest.mark.parametrize("line, message", [
+    ('{"key": 0}\n', r"x\.jsonl:2: expected a JSON object"),
+    ("not json\n", r"x\.jsonl:2: expected a JSON object"),
+    ('{"key": 0, "retrieved": [11]}\n', r"x\.jsonl:2: user 0 appears twice"),
+])
+def test_read_run_lists_names_file_and_line(tmp_path, line, message):
+  path = tmp_path / "x.jsonl"
+  path.write_text('{"key": 0, "retrieved": [10]}\n' + line)
+  with pytest.raises(ValueError, match=message):
+    retrieval_lists.read_run_lists(path)
+
+
+def test_setting_lines_runs_next_to_baselines(tmp_path):
+  for model in ("pop", "sasrec"):
+    fakes.write_baseline(tmp_path / "baselines", "ml100k", model, 0.1)
+  baselines = baselines_lib.read_all(tmp_path / "baselines", ["ml100k"])["ml100k"]
+  with_lists, without = tmp_path / "run0", tmp_path / "run1"
+  _write_predictions(commands.eval_dir(with_lists), {0: [10, 13], 1: [12, 13]})
+  runs = {"rec_only": [{"spec": {"seed": 0}, "run_dir": str(with_lists)},
+                       {"spec": {"seed": 1}, "run_dir": str(without)}]}
+  lines = retrieval_lists.setting_lines(runs, baselines, k=2, num_popular=2)
+  text = "\n".join(lines)
+  assert "No predictions file: rec_only seed 1." in text
+  # Coverage {10, 12, 13} / 4; popular items (10, 11) fill 1 of 4 slots; Pop overlap (1/2 + 1/2) / 2.
+  assert "| rec_only | 1 | 0.750 | 0.250 | 0.500 |" in lines
+  assert "| *Pop* (baseline) | 1 | 1.000 | 0.667 | 1.000 |" in lines  # 10, 11 fill 4 of 6 slots
+  assert "| *LightGCN* (baseline)" not in text  # not run: no row
+  no_pop = {**baselines, "pop": None}
+  assert "not analysed" in retrieval_lists.setting_lines(runs, no_pop)[0]
