@@ -142,15 +142,22 @@ def test_run_file_requires_its_macros(task_dir, main_module):
     assert macro in str(e.value)
 
 
-def test_run_file_builds_the_objects(task_dir, main_module, tmp_path):
+def _capturing_train(main_module, name):
+  """Replaces the binary's `train` with a stub registered with gin as `name` (unique per test:
+  gin refuses to re-register a name); returns (kwargs seen, configured stub)."""
   captured = {}
 
   def stub(**kwargs):
     captured.update(kwargs)
 
   stub.__signature__ = inspect.signature(train_lib.train)
+  stub.__name__ = stub.__qualname__ = name
   main_module.train = stub
-  configured = gin.configurable(stub)
+  return captured, gin.configurable(stub)
+
+
+def test_run_file_builds_the_objects(task_dir, main_module, tmp_path):
+  captured, configured = _capturing_train(main_module, "run_file_train")
   _parse([f"MODEL_DIR = '{tmp_path}'", "TRAIN_STEPS = 3"])
   gin_utils.check_required()
   configured()
@@ -166,14 +173,7 @@ def test_run_file_builds_the_objects(task_dir, main_module, tmp_path):
 
 
 def test_quickstart_experiment_decays_to_zero_at_its_last_step(main_module, tmp_path):
-  captured = {}
-
-  def quickstart_train(**kwargs):
-    captured.update(kwargs)
-
-  quickstart_train.__signature__ = inspect.signature(train_lib.train)
-  main_module.train = quickstart_train
-  configured = gin.configurable(quickstart_train)
+  captured, configured = _capturing_train(main_module, "quickstart_train")
   gin_utils.parse_gin(["gin/experiments/ml100k_atomic_tiny_rec_all.gin"],
                       [f"MODEL_DIR = '{tmp_path}'"], [str(REPO)])
   gin_utils.check_required()
