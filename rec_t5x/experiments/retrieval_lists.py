@@ -179,6 +179,8 @@ def setting_lines(runs: Mapping[str, Sequence[Mapping]], baselines: Mapping[str,
     runs: {mixture: run records}; a record's "run_dir" (added by `runner.load_records`) locates
       its predictions under `<run_dir>/<split>_eval/predictions/`.
     baselines: {model: `experiments.baselines.read(...)` or None}; Pop's outputs give popularity.
+      Their lists are cut to the users the runs decoded (coverage grows with the number of lists),
+      or all users when no run has predictions.
     split: the evaluated split.
 
   Returns:
@@ -192,6 +194,7 @@ def setting_lines(runs: Mapping[str, Sequence[Mapping]], baselines: Mapping[str,
   pop_lists = read_baseline_lists(pop["path"], split)
   run_stats: dict[str, list[ListStats]] = {}
   without = []
+  users: set[int] = set()
   for mixture, records in runs.items():
     for record in records:
       path = record.get("run_dir") and find_predictions(
@@ -199,15 +202,22 @@ def setting_lines(runs: Mapping[str, Sequence[Mapping]], baselines: Mapping[str,
       if not path:
         without.append(f"{mixture} seed {record['spec']['seed']}")
         continue
+      lists = read_run_lists(path)
+      users.update(lists)
       run_stats.setdefault(mixture, []).append(
-          list_stats(read_run_lists(path), popularity, pop_lists, k=k, num_popular=num_popular))
+          list_stats(lists, popularity, pop_lists, k=k, num_popular=num_popular))
+
+  def same_users(lists: Lists) -> Lists:  # coverage grows with the number of lists
+    return {u: items for u, items in lists.items() if u in users} if users else lists
+
   baseline_stats = {
-      b["name"]: list_stats(read_baseline_lists(b["path"], split), popularity, pop_lists, k=k,
-                            num_popular=num_popular)
+      b["name"]: list_stats(same_users(read_baseline_lists(b["path"], split)), popularity,
+                            pop_lists, k=k, num_popular=num_popular)
       for b in baselines.values() if b is not None}
   missing = f" No predictions file: {', '.join(without)}." if without else ""
-  return [f"Top-{k} lists (T5 runs: their decoded {split} users; baselines: every {split} user; "
-          f"coverage@{k}: distinct items in all lists / "
+  whose = (f"the {len(users)} {split} users the T5 runs decoded" if users
+           else f"every {split} user")
+  return [f"Top-{k} lists of {whose} (coverage@{k}: distinct items in all lists / "
           f"catalogue; top-{num_popular} share: share of list slots taken by the {num_popular} "
           f"items with most training interactions; Pop overlap@{k}: items shared with Pop's list "
           f"for the same user / {k}; rec_t5x/experiments/retrieval_lists.py).{missing}", "",

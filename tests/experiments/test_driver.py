@@ -86,7 +86,8 @@ def test_report_analyses_top_lists_from_the_runs_predictions(tmp_path):
                       str(tmp_path / "runs"), "--results", str(results), "--plots_dir",
                       str(tmp_path / "plots"), "--baselines_dir", str(tmp_path / "baselines"),
                       "--report_only"]) == 0
-  section = results.read_text().split("Top-10 lists (")[1].split("Runs:")[0]
+  section = results.read_text().split("Top-10 lists of the 2 test users the T5 runs decoded (")[1]
+  section = section.split("Runs:")[0]
   # Items 10-13 of a 4-item catalogue, all among the 100 most popular; Pop's lists of users 0 and 1
   # are [10, 11] and [10, 12] (fakes.write_baseline), so the overlap@10 is (2/10 + 1/10) / 2.
   assert "| rec_only | 1 | 1.000 | 1.000 | 0.150 |" in section

@@ -84,7 +84,13 @@ def test_setting_lines_runs_next_to_baselines(tmp_path):
   assert "No predictions file: rec_only seed 1." in text
   # Coverage {10, 12, 13} / 4; popular items (10, 11) fill 1 of 4 slots; Pop overlap (1/2 + 1/2) / 2.
   assert "| rec_only | 1 | 0.750 | 0.250 | 0.500 |" in lines
-  assert "| *Pop* (baseline) | 1 | 1.000 | 0.667 | 1.000 |" in lines  # 10, 11 fill 4 of 6 slots
+  # Baselines are measured on the users the runs decoded (0 and 1): Pop's [10, 11], [10, 12].
+  assert "| *Pop* (baseline) | 1 | 0.750 | 0.750 | 1.000 |" in lines
+  assert lines[0].startswith("Top-2 lists of the 2 test users the T5 runs decoded (")
   assert "| *LightGCN* (baseline)" not in text  # not run: no row
+  # Without any predictions the baselines are measured on all their users (10, 11 fill 4 of 6 slots).
+  only_missing = retrieval_lists.setting_lines({"rec_only": runs["rec_only"][1:]}, baselines, k=2,
+                                               num_popular=2)
+  assert "| *Pop* (baseline) | 1 | 1.000 | 0.667 | 1.000 |" in only_missing
   no_pop = {**baselines, "pop": None}
   assert "not analysed" in retrieval_lists.setting_lines(runs, no_pop)[0]
