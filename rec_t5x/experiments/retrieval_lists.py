@@ -1,4 +1,4 @@
-"""What the top-10 lists look like: catalogue coverage and popularity bias, T5 runs next to baselines.
+"""Top-10 list statistics (coverage, popularity bias) of T5 runs and baselines; Pop as ranker.
 
 Recall@10 says how often a list hits; these statistics say what the lists are made of, which is
 how one tells a model that learned personal preferences from one that learned item popularity:
@@ -12,19 +12,24 @@ Inputs are the files the runs already write: a T5 run's retrieval predictions
 (`<eval dir>/predictions/<task>.retrieval.jsonl`, one JSON object per example with `key` =
 user << 24 | position and `retrieved` = public item IDs, best first; rec_t5x/eval.py) and a
 baseline's `topk.npz` / Pop's `embeddings.npz` (rec_t5x/baselines/outputs.py). Popularity is Pop's
-`item_counts` (training interactions), so the statistics need no dataset load. numpy does all the
-work; no library computes these three numbers from these files.
+`item_counts` (training interactions), so the statistics need no dataset load. The same counts
+order each ranking example's candidates (`<eval dir>/predictions/<task>.ranking.jsonl`, field
+`ranked`) to give Pop's rank HR@1/5 next to the T5 runs'. numpy does all the work; no library
+computes these numbers from these files.
 """
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 import dataclasses
+import functools
 import json
 import os
 import pathlib
+from typing import TypeVar
 
 import numpy as np
 
+from rec_t5x import item_ids
 from rec_t5x.baselines import outputs
 from rec_t5x.experiments import commands
 from rec_t5x.prompts import keys as keys_lib
@@ -32,8 +37,10 @@ from rec_t5x.prompts import keys as keys_lib
 K = 10
 NUM_POPULAR = 100
 PREDICTIONS_GLOB = "*.retrieval.jsonl"
+RANKING_GLOB = "*.ranking.jsonl"
 
 Lists = dict[int, np.ndarray]  # user -> public item IDs, best first
+T = TypeVar("T")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,6 +57,17 @@ class Popularity:
   @property
   def catalogue_size(self) -> int:
     return int(self.public_ids.size)
+
+  @functools.cached_property
+  def _index(self) -> dict[int, int]:
+    return {int(p): i for i, p in enumerate(self.public_ids)}
+
+  def count(self, public_id: int) -> int:
+    """Training interactions of one item; ValueError naming an ID outside the catalogue."""
+    try:
+      return int(self.counts[self._index[int(public_id)]])
+    except KeyError:
+      raise ValueError(f"item ID {public_id} is not in the catalogue") from None
 
   def most_popular(self, n: int) -> set[int]:
     """Public IDs of the `n` items with the most training interactions (ties: lower index first)."""
@@ -112,12 +130,52 @@ def read_baseline_lists(baseline_dir: str | os.PathLike, split: str = "test") ->
     return {int(u): row for u, row in zip(arrays["users"], arrays[name].astype(np.int64))}
 
 
-def find_predictions(eval_dir: str | os.PathLike) -> pathlib.Path | None:
-  """The retrieval predictions file of an eval output dir, None when there is none."""
-  found = sorted((pathlib.Path(eval_dir) / "predictions").glob(PREDICTIONS_GLOB))
+def find_predictions(eval_dir: str | os.PathLike,
+                     pattern: str = PREDICTIONS_GLOB) -> pathlib.Path | None:
+  """The retrieval (or `pattern`) predictions file of an eval output dir, None when there is none."""
+  found = sorted((pathlib.Path(eval_dir) / "predictions").glob(pattern))
   if len(found) > 1:
-    raise ValueError(f"{eval_dir}/predictions: several retrieval files {[p.name for p in found]}")
+    raise ValueError(f"{eval_dir}/predictions: several {pattern} files {[p.name for p in found]}")
   return found[0] if found else None
+
+
+def _parsed_lines(path: str | os.PathLike, parse: Callable[[dict], T],
+                  expected: str) -> Iterator[tuple[int, T]]:
+  """(line number, parse(JSON object)) of each non-blank line of a JSON-lines file.
+
+  Raises:
+    ValueError: naming the file, the line and `expected` when a line does not parse.
+  """
+  with open(path, encoding="utf-8") as f:
+    for line_number, line in enumerate(f, 1):
+      if not line.strip():
+        continue
+      try:
+        yield line_number, parse(json.loads(line))
+      except (ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"{path}:{line_number}: expected {expected} ({e})") from e
+
+
+def pop_ranking_hits(path: str | os.PathLike, popularity: Popularity,
+                     cutoffs: Sequence[int] = (1, 5)) -> dict[int, float]:
+  """Hit rates of Pop ordering the candidates of a T5 run's ranking predictions.
+
+  Each line's `ranked` holds the example's candidates (in the model's order) and `targets` the
+  held-out item (`<i972>` or `972`); Pop orders the candidates by training count, ties by public ID,
+  so the reference never depends on the model's order.
+
+  Returns:
+    {cutoff: HR@cutoff} over the file's examples.
+  """
+  def pop_rank(example: dict) -> int:
+    order = sorted((int(i) for i in example["ranked"]), key=lambda i: (-popularity.count(i), i))
+    return order.index(item_ids.parse_id(example["targets"]))
+
+  ranks = [rank for _, rank in _parsed_lines(
+      path, pop_rank, "'targets' naming one of the 'ranked' catalogue items")]
+  if not ranks:
+    raise ValueError(f"{path}: no examples")
+  return {c: sum(rank < c for rank in ranks) / len(ranks) for c in cutoffs}
 
 
 def read_run_lists(path: str | os.PathLike) -> Lists:
@@ -126,21 +184,16 @@ def read_run_lists(path: str | os.PathLike) -> Lists:
   Raises:
     ValueError: naming the file and line of a malformed line or a user seen twice.
   """
+  def user_list(example: dict) -> tuple[int, np.ndarray]:
+    user, _ = keys_lib.decode_key(example["key"])
+    return user, np.asarray([int(i) for i in example["retrieved"]], dtype=np.int64)
+
   lists: Lists = {}
-  with open(path, encoding="utf-8") as f:
-    for line_number, line in enumerate(f, 1):
-      if not line.strip():
-        continue
-      try:
-        example = json.loads(line)
-        user, _ = keys_lib.decode_key(example["key"])
-        retrieved = np.asarray([int(i) for i in example["retrieved"]], dtype=np.int64)
-      except (ValueError, KeyError, TypeError) as e:
-        raise ValueError(f"{path}:{line_number}: expected a JSON object with an int 'key' and a "
-                         f"list of int 'retrieved' ({e})") from e
-      if user in lists:
-        raise ValueError(f"{path}:{line_number}: user {user} appears twice")
-      lists[user] = retrieved
+  for line_number, (user, retrieved) in _parsed_lines(
+      path, user_list, "a JSON object with an int 'key' and a list of int 'retrieved'"):
+    if user in lists:
+      raise ValueError(f"{path}:{line_number}: user {user} appears twice")
+    lists[user] = retrieved
   return lists
 
 
@@ -214,11 +267,19 @@ def setting_lines(runs: Mapping[str, Sequence[Mapping]], baselines: Mapping[str,
       b["name"]: list_stats(same_users(read_baseline_lists(b["path"], split)), popularity,
                             pop_lists, k=k, num_popular=num_popular)
       for b in baselines.values() if b is not None}
-  missing = f" No predictions file: {', '.join(without)}." if without else ""
+  notes = f" No predictions file: {', '.join(without)}." if without else ""
+  ranking = next((path for records in runs.values() for record in records
+                  if record.get("run_dir") and (path := find_predictions(
+                      commands.eval_dir(record["run_dir"], split), RANKING_GLOB))), None)
+  if ranking is not None:
+    pop_hits = pop_ranking_hits(ranking, popularity)
+    notes += (f" Pop ordering the ranking task's candidates by training count scores rank "
+                f"HR@1 {pop_hits[1]:.4f} and HR@5 {pop_hits[5]:.4f} on these users (the T5 "
+                f"runs' rank HR@K above).")
   whose = (f"the {len(users)} {split} users the T5 runs decoded" if users
            else f"every {split} user")
   return [f"Top-{k} lists of {whose} (coverage@{k}: distinct items in all lists / "
           f"catalogue; top-{num_popular} share: share of list slots taken by the {num_popular} "
           f"items with most training interactions; Pop overlap@{k}: items shared with Pop's list "
-          f"for the same user / {k}; rec_t5x/experiments/retrieval_lists.py).{missing}", "",
+          f"for the same user / {k}; rec_t5x/experiments/retrieval_lists.py).{notes}", "",
           *table(run_stats, baseline_stats, k=k, num_popular=num_popular)]

@@ -77,11 +77,16 @@ def test_setting_lines_runs_next_to_baselines(tmp_path):
   baselines = baselines_lib.read_all(tmp_path / "baselines", ["ml100k"])["ml100k"]
   with_lists, without = tmp_path / "run0", tmp_path / "run1"
   _write_predictions(commands.eval_dir(with_lists), {0: [10, 13], 1: [12, 13]})
+  ranking = commands.eval_dir(with_lists) / "predictions" / "rec_t5x.ml100k.ranking.jsonl"
+  ranking.write_text('{"targets": "<i11>", "ranked": [11, 10]}\n'
+                     '{"targets": "<i10>", "ranked": [12, 10]}\n')
   runs = {"rec_only": [{"spec": {"seed": 0}, "run_dir": str(with_lists)},
                        {"spec": {"seed": 1}, "run_dir": str(without)}]}
   lines = retrieval_lists.setting_lines(runs, baselines, k=2, num_popular=2)
   text = "\n".join(lines)
   assert "No predictions file: rec_only seed 1." in text
+  # Pop (counts 10:9, 11:5, 12:2 in fakes.write_baseline) ranks 11 second of [11, 10], 10 first.
+  assert "scores rank HR@1 0.5000 and HR@5 1.0000 on these users" in text
   # Coverage {10, 12, 13} / 4; popular items (10, 11) fill 1 of 4 slots; Pop overlap (1/2 + 1/2) / 2.
   assert "| rec_only | 1 | 0.750 | 0.250 | 0.500 |" in lines
   # Baselines are measured on the users the runs decoded (0 and 1): Pop's [10, 11], [10, 12].
@@ -94,3 +99,18 @@ def test_setting_lines_runs_next_to_baselines(tmp_path):
   assert "| *Pop* (baseline) | 1 | 1.000 | 0.667 | 1.000 |" in only_missing
   no_pop = {**baselines, "pop": None}
   assert "not analysed" in retrieval_lists.setting_lines(runs, no_pop)[0]
+
+
+def test_pop_ranking_hits_orders_candidates_by_count_not_by_the_model(tmp_path):
+  path = tmp_path / "rec_t5x.ml100k.ranking.jsonl"
+  # Counts 10:5, 11:3, 12:1, 13:0. Pop ranks the target 11 second, 12 third, 10 first.
+  path.write_text("".join(json.dumps({"targets": t, "ranked": r}) + "\n" for t, r in [
+      ("<i11>", [13, 12, 11, 10]), ("12", [12, 11, 10, 13]), ("<i10>", [11, 10])]))
+  hits = retrieval_lists.pop_ranking_hits(path, POPULARITY, cutoffs=(1, 2))
+  assert hits == {1: pytest.approx(1 / 3), 2: pytest.approx(2 / 3)}
+  path.write_text('{"targets": "<i99>", "ranked": [10, 11]}\n')
+  with pytest.raises(ValueError, match=r"ranking\.jsonl:1: expected 'targets' naming one of"):
+    retrieval_lists.pop_ranking_hits(path, POPULARITY)
+  path.write_text('{"targets": "<i10>", "ranked": [10, 77]}\n')
+  with pytest.raises(ValueError, match="item ID 77 is not in the catalogue"):
+    retrieval_lists.pop_ranking_hits(path, POPULARITY)
