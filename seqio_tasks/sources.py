@@ -4,13 +4,13 @@ A `PromptSource` is a `seqio.FunctionDataSource` whose dataset_fn loads the data
 (never at import / registration), enumerates the split's integer sample keys
 (`rec_t5x.prompts.<task>.sample_keys`) and returns
 
-    tf.data.Dataset.from_tensor_slices(keys)  -> shard (per host) -> shuffle (train) -> render
+    keys -> shard (per host) -> permute (train) -> render
 
 where `render` runs `rec_t5x.prompts.<task>.render` through `tf.numpy_function`. Rendering is a
 pure function of (dataset, key, split, config, seed), so the stream is deterministic, shardable
 over hosts before any rendering work, and its position is checkpointable with the tf.data
-iterator. Shuffling permutes the keys with a full buffer (reshuffled each epoch) instead of a
-SeqIO shuffle buffer, so the source reports `performs_internal_shuffling`.
+iterator. The source shuffles itself (it reports `performs_internal_shuffling`, so SeqIO adds no
+shuffle buffer): see `permuted_keys`.
 
 Seeds: validation / test samples always use `SampleConfig.seed`, so evaluation sets (ranking
 candidates, phrasings) are identical across runs; training uses the seed SeqIO passes to
@@ -55,6 +55,31 @@ def _seed_value(seed) -> Optional[int]:
     return None
   value = int(np.asarray(seed).item())
   return value % (2**63)
+
+
+def permuted_keys(keys: np.ndarray, seed: int) -> tf.data.Dataset:
+  """`keys` in a seeded random order that changes every time the dataset is iterated (epoch).
+
+  A full-size `Dataset.shuffle(len(keys))` would do the same, but it holds every key as a
+  separate tensor and a tf.data iterator checkpoint stores that whole buffer: 190 MB for 1 M keys,
+  ~330 MB per checkpoint for ML-100K's `rec_all` and more memory than the machine has for ML-1M.
+  Here position `i` of an epoch reads `keys[index_shuffle(i)]`, a stateless pseudorandom
+  bijection of [0, len(keys)) (`tf.random.experimental.index_shuffle`) whose seed is
+  (`seed`, a per-epoch draw of `Dataset.random(rerandomize_each_iteration=True)`). The iterator
+  state is the epoch's draw and the position, a few KB, and resuming from it is exact.
+  """
+  if keys.size < 2:
+    return tf.data.Dataset.from_tensor_slices(tf.constant(keys, tf.int64))
+  table = tf.constant(keys, tf.int64)
+  last = tf.constant(keys.size - 1, tf.int64)
+
+  def one_epoch(epoch_draw):
+    permutation_seed = tf.stack([tf.constant(seed, tf.int64), tf.reshape(epoch_draw, [])])
+    return tf.data.Dataset.range(keys.size).map(
+        lambda i: tf.gather(table, tf.random.experimental.index_shuffle(i, permutation_seed, last)))
+
+  epoch_draws = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).take(1)
+  return epoch_draws.flat_map(one_epoch)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,11 +127,12 @@ class PromptDatasetFn:
     ds = self.dataset()
     keys = self.keys(split)
     render_seed = self.render_seed(split, seed)
-    data = tf.data.Dataset.from_tensor_slices(tf.constant(keys, tf.int64))
-    if shard_info is not None and shard_info.num_shards > 1:
-      data = data.shard(shard_info.num_shards, shard_info.index)
-    if shuffle_files and keys.size > 1:
-      data = data.shuffle(keys.size, seed=render_seed, reshuffle_each_iteration=True)
+    if shard_info is not None and shard_info.num_shards > 1:  # as Dataset.shard: every n-th key
+      keys = keys[shard_info.index::shard_info.num_shards]
+    if shuffle_files:
+      data = permuted_keys(keys, render_seed)
+    else:
+      data = tf.data.Dataset.from_tensor_slices(tf.constant(keys, tf.int64))
     task = prompts.TASKS[self.prompt_task]
     config = self.config
 

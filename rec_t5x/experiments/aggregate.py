@@ -175,13 +175,18 @@ def format_gain(gain: float | None) -> str:
   return "–" if gain is None else f"{gain:+.1f}%"
 
 
-def _noise_note(best: Stat, base: Stat) -> str:
-  if best.std is None or base.std is None:
+def _noise_note(best_name: str, best: Stat, base: Stat) -> str:
+  """How the gap compares with the seed standard deviations that exist."""
+  spreads = {name: st.std for name, st in ((best_name, best),
+                                            (grid_lib.BASELINE_MIXTURE, base))
+             if st.std is not None}
+  if not spreads:
     return "one seed each, so no spread to compare with"
+  whose = "" if len(spreads) == 2 else f" of {next(iter(spreads))}"
   gap = abs(best.mean - base.mean)
-  if gap <= max(best.std, base.std):
-    return "the gap is within one seed standard deviation"
-  return "the gap exceeds both seed standard deviations"
+  if gap <= max(spreads.values()):
+    return f"the gap is within one seed standard deviation{whose}"
+  return f"the gap exceeds the seed standard deviation{'s' if not whose else ''}{whose}"
 
 
 def _stat_text(mixture: str, stat: Stat) -> str:
@@ -201,7 +206,11 @@ def baseline_text(baselines: Mapping[str, Mapping[str, Any] | None] | None,
 
 def headline(group: Group, baselines: Mapping[str, Mapping[str, Any] | None] | None,
              split: str = "test") -> str:
-  """One computed sentence on Recall@10 of `split`: the best mixture against rec_only, baselines."""
+  """One computed sentence on Recall@10 of `split`: the best mixture against rec_only, baselines.
+
+  The best mixture is chosen among those with at least rec_only's number of seeds (all of them
+  when none has); mixtures with fewer seeds and a higher mean are listed after the comparison.
+  """
   s = group.setting
   bindings = f", `{' '.join(s['gin_bindings'])}`" if s.get("gin_bindings") else ""
   head = f"{group.title} ({s['train_steps']} steps x batch {s['batch_size']}{bindings}): "
@@ -218,7 +227,14 @@ def headline(group: Group, baselines: Mapping[str, Mapping[str, Any] | None] | N
             f"{_stat_text(best, others[best])}" + tail)
   if not others:
     return head + f"only rec_only was run: {split} R@10 {_stat_text('rec_only', base)}" + tail
-  best = max(others, key=lambda m: others[m].mean)
+  # The comparison is made at rec_only's number of seeds where a mixture has them; a mixture with
+  # fewer seeds and a higher mean is named after it instead of heading the sentence.
+  seeded = {m: st for m, st in others.items() if st.n >= base.n} or others
+  best = max(seeded, key=lambda m: seeded[m].mean)
+  fewer = sorted((m for m in others if m not in seeded and others[m].mean > others[best].mean),
+                 key=lambda m: -others[m].mean)
+  fewer_text = ("; higher means from fewer seeds: " + ", ".join(
+      f"{m} {format_stat(others[m])} (n={others[m].n})" for m in fewer)) if fewer else ""
   gain = format_gain(relative_gain(others[best].mean, base.mean))
   if gain == "–":
     gain = "n/a (rec_only is 0)"
@@ -226,4 +242,4 @@ def headline(group: Group, baselines: Mapping[str, Mapping[str, Any] | None] | N
              else "no auxiliary mixture beats rec_only; best auxiliary mixture")
   return (head + f"{verdict} {best}: {split} R@10 {format_stat(others[best])} (n={others[best].n}) vs "
           f"rec_only {format_stat(base)} (n={base.n}), relative gain {gain}; "
-          f"{_noise_note(others[best], base)}" + tail)
+          f"{_noise_note(best, others[best], base)}{fewer_text}" + tail)

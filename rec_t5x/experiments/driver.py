@@ -165,8 +165,9 @@ def write_outputs(records: list[dict[str, Any]], baselines: dict[str, Any], *,
   plots = [(caption, _relative(path, results.parent))
            for caption, path in plots_lib.write_all(groups, baselines, plots_dir, split)]
   def top_lists(group: aggregate.Group) -> list[str]:
-    return retrieval_lists.setting_lines(group.runs, baselines.get(group.setting["dataset"]) or {},
-                                         split)
+    in_report_order = {mixture: group.runs[mixture] for mixture in group.mixtures}
+    return retrieval_lists.setting_lines(in_report_order,
+                                         baselines.get(group.setting["dataset"]) or {}, split)
 
   body = report_lib.render(records, baselines, command=command, generated=runner.utc_now(),
                            planned=planned, plots=plots, split=split, group_extra=top_lists)

@@ -130,6 +130,29 @@ def read_baseline_lists(baseline_dir: str | os.PathLike, split: str = "test") ->
     return {int(u): row for u, row in zip(arrays["users"], arrays[name].astype(np.int64))}
 
 
+def baseline_recall_on_users(baseline_dir: str | os.PathLike, users: set[int], split: str = "test",
+                             k: int = K) -> tuple[float, int]:
+  """A baseline's Recall@k over `users` only, from its saved full-catalogue target ranks.
+
+  Returns:
+    (recall, number of users the baseline has): the T5 runs may decode a seeded subset of the
+    users, and this puts the baselines on the same users.
+
+  Raises:
+    ValueError: the outputs have no ranks for `split`, or lack some of `users`.
+  """
+  path = pathlib.Path(baseline_dir) / outputs.TOPK_FILE
+  with np.load(path) as arrays:
+    name = f"{split}_full_ranks"
+    if name not in arrays.files or "users" not in arrays.files:
+      raise ValueError(f"{path}: no arrays 'users' and {name!r} (rec_t5x/baselines/outputs.py)")
+    ranks = dict(zip(arrays["users"].tolist(), arrays[name].tolist()))
+  missing = sorted(set(users) - set(ranks))
+  if missing:
+    raise ValueError(f"{path}: no {split} rank for {len(missing)} decoded users, e.g. {missing[:5]}")
+  return float(np.mean([ranks[u] <= k for u in users])), len(ranks)
+
+
 def find_predictions(eval_dir: str | os.PathLike,
                      pattern: str = PREDICTIONS_GLOB) -> pathlib.Path | None:
   """The retrieval (or `pattern`) predictions file of an eval output dir, None when there is none."""
@@ -268,6 +291,13 @@ def setting_lines(runs: Mapping[str, Sequence[Mapping]], baselines: Mapping[str,
                             pop_lists, k=k, num_popular=num_popular)
       for b in baselines.values() if b is not None}
   notes = f" No predictions file: {', '.join(without)}." if without else ""
+  on_users = {b["name"]: baseline_recall_on_users(b["path"], users, split, k)
+              for b in baselines.values() if b is not None} if users else {}
+  if any(total > len(users) for _, total in on_users.values()):
+    scores = ", ".join(f"{name} {recall:.4f}" for name, (recall, _) in
+                       sorted(on_users.items(), key=lambda item: -item[1][0]))
+    notes += (f" On these {len(users)} users the baselines score {split} R@{k} {scores} (the "
+              f"table above has them on every {split} user).")
   ranking = next((path for records in runs.values() for record in records
                   if record.get("run_dir") and (path := find_predictions(
                       commands.eval_dir(record["run_dir"], split), RANKING_GLOB))), None)

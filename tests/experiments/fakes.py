@@ -65,7 +65,10 @@ def write_baseline(root: pathlib.Path, dataset: str, model: str, recall10: float
             "date": "2026-11-25T12:00:00+00:00"}
   # Top-2 lists of users 0-2 over a 4-item catalogue (public IDs 10-13); Pop ranks by item_counts.
   lists = np.array([[10, 11], [10, 12], [11, 13]])
-  topk = {"users": np.arange(3), "test_public_ids": lists, "validation_public_ids": lists}
+  # 1-based full-catalogue ranks of the held-out item: users 0 and 2 hit at K = 10, user 1 does not.
+  ranks = np.array([1, 12, 3])
+  topk = {"users": np.arange(3), "test_public_ids": lists, "validation_public_ids": lists,
+          "test_full_ranks": ranks, "validation_full_ranks": ranks}
   return outputs.save(root / dataset / model, report, topk,
                       {"item_public_ids": np.arange(10, 14), "item_counts": np.array([9, 5, 2, 1])})
 

@@ -90,6 +90,22 @@ def test_headline_when_no_auxiliary_mixture_wins_and_no_baselines():
   assert text.endswith("baselines (test R@10): baselines not run.")
 
 
+def test_headline_compares_at_rec_only_seed_count_and_names_better_single_seeds():
+  records = _records({"rec_only": [0.10, 0.20, 0.30], "rec_all": [0.20, 0.25, 0.30],
+                      "rec_mim": [0.40], "rec_bpr": [0.05], "rec_mlm": [0.30]})
+  (group,) = aggregate.group_records(records)
+  text = aggregate.headline(group, None)
+  assert "best mixture rec_all: test R@10 0.2500 ± 0.0500 (n=3) vs rec_only" in text
+  assert "relative gain +25.0%; the gap is within one seed standard deviation; " in text
+  # rec_mlm (0.30) and rec_mim (0.40) beat rec_all's mean on one seed; rec_bpr does not.
+  assert ("; higher means from fewer seeds: rec_mim 0.4000 (n=1), rec_mlm 0.3000 (n=1); "
+          "baselines") in text
+  (single,) = aggregate.group_records(_records({"rec_only": [0.10, 0.20, 0.30], "rec_mim": [0.5]}))
+  text = aggregate.headline(single, None)  # no mixture has 3 seeds: all compete
+  assert "best mixture rec_mim: test R@10 0.5000 (n=1)" in text
+  assert "the gap exceeds the seed standard deviation of rec_only; baselines" in text
+
+
 def test_headline_without_rec_only():
   (group,) = aggregate.group_records(_records({"rec_mlm": [0.2, 0.4]}))
   assert "no finished rec_only run; best mixture by test R@10: rec_mlm 0.3000 ± 0.1414 (n=2)" in aggregate.headline(

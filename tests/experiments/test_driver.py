@@ -93,6 +93,21 @@ def test_report_analyses_top_lists_from_the_runs_predictions(tmp_path):
   assert "| rec_only | 1 | 1.000 | 1.000 | 0.150 |" in section
 
 
+def test_top_lists_table_follows_the_report_order_of_mixtures(tmp_path):
+  for mixture in ("rec_only", "rec_mim"):  # rec_mim's directory sorts first on disk
+    run_dir = fakes.write_run(tmp_path / "runs", fakes.spec(mixture=mixture), 0.1)
+    predictions = commands.eval_dir(run_dir) / "predictions" / "rec_t5x.ml100k.retrieval.jsonl"
+    predictions.parent.mkdir(parents=True)
+    predictions.write_text('{"key": 0, "retrieved": [10, 11]}\n')
+  fakes.write_baseline(tmp_path / "baselines", "ml100k", "pop", 0.05)
+  results = tmp_path / "results.md"
+  assert driver.main(["--grid", "smoke", "--runs_dir", str(tmp_path / "runs"), "--results",
+                      str(results), "--plots_dir", str(tmp_path / "plots"), "--baselines_dir",
+                      str(tmp_path / "baselines"), "--report_only", "--report_all_runs"]) == 0
+  section = results.read_text().split("Top-10 lists of the 1 test users")[1].split("Runs:")[0]
+  assert 0 < section.index("| rec_only |") < section.index("| rec_mim |")
+
+
 def test_failed_run_still_writes_the_report_and_exits_1(tmp_path, monkeypatch):
   fakes.write_run(tmp_path / "runs", fakes.spec(), 0.1)
   calls = []

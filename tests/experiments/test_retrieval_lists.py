@@ -93,12 +93,23 @@ def test_setting_lines_runs_next_to_baselines(tmp_path):
   assert "| *Pop* (baseline) | 1 | 0.750 | 0.750 | 1.000 |" in lines
   assert lines[0].startswith("Top-2 lists of the 2 test users the T5 runs decoded (")
   assert "| *LightGCN* (baseline)" not in text  # not run: no row
+  # The runs decoded users 0 and 1 of 3 (ranks 1 and 12 in fakes.write_baseline): R@2 = 1/2.
+  assert ("On these 2 users the baselines score test R@2 Pop 0.5000, SASRec 0.5000 (the table "
+          "above has them on every test user).") in text
   # Without any predictions the baselines are measured on all their users (10, 11 fill 4 of 6 slots).
   only_missing = retrieval_lists.setting_lines({"rec_only": runs["rec_only"][1:]}, baselines, k=2,
                                                num_popular=2)
   assert "| *Pop* (baseline) | 1 | 1.000 | 0.667 | 1.000 |" in only_missing
   no_pop = {**baselines, "pop": None}
   assert "not analysed" in retrieval_lists.setting_lines(runs, no_pop)[0]
+
+
+def test_baseline_recall_on_users_by_hand(tmp_path):
+  path = fakes.write_baseline(tmp_path, "ml100k", "sasrec", 0.1)
+  assert retrieval_lists.baseline_recall_on_users(path, {0, 2}, k=2) == (0.5, 3)  # ranks 1, 3
+  assert retrieval_lists.baseline_recall_on_users(path, {0, 1, 2}, k=10) == (pytest.approx(2 / 3), 3)
+  with pytest.raises(ValueError, match=r"no test rank for 1 decoded users, e\.g\. \[7\]"):
+    retrieval_lists.baseline_recall_on_users(path, {0, 7})
 
 
 def test_pop_ranking_hits_orders_candidates_by_count_not_by_the_model(tmp_path):

@@ -2,6 +2,7 @@
 import numpy as np
 import pytest
 import seqio
+import tensorflow as tf
 
 from rec_t5x import prompts
 from rec_t5x.prompts import keys as keys_lib
@@ -46,6 +47,27 @@ def test_sources_are_deterministic_and_shuffle_is_a_seeded_permutation(synth):
   assert first == _keys(source.get_dataset("train", shuffle=True, seed=5))
   assert sorted(first) == unshuffled and first != unshuffled
   assert first != _keys(source.get_dataset("train", shuffle=True, seed=6))
+
+
+def test_permuted_keys_reshuffle_every_epoch_and_checkpoint_only_a_position(tmp_path):
+  keys = np.arange(100_000, 120_000, dtype=np.int64)
+  epochs = iter(sources.permuted_keys(keys, seed=3).repeat(2).batch(keys.size))
+  first, second = (next(epochs).numpy() for _ in range(2))
+  assert sorted(first) == sorted(second) == keys.tolist()
+  assert (first != keys).any() and (first != second).any()
+  assert (next(iter(sources.permuted_keys(keys, seed=3).batch(keys.size))).numpy() == first).all()
+  assert (next(iter(sources.permuted_keys(keys, seed=4).batch(keys.size))).numpy() != first).any()
+  # A full shuffle buffer of these keys checkpoints ~4 MB; the position is a few KB.
+  iterator = iter(sources.permuted_keys(keys, seed=3).repeat().batch(1000))
+  for _ in range(23):  # into the second epoch
+    next(iterator)
+  path = tf.train.Checkpoint(iterator=iterator).write(str(tmp_path / "it"))
+  assert sum(f.stat().st_size for f in tmp_path.iterdir()) < 64 * 1024
+  expected = np.concatenate([next(iterator).numpy() for _ in range(20)])  # into the third epoch
+  restored = iter(sources.permuted_keys(keys, seed=3).repeat().batch(1000))
+  tf.train.Checkpoint(iterator=restored).read(path).assert_consumed()
+  assert (np.concatenate([next(restored).numpy() for _ in range(20)]) == expected).all()
+  assert [int(k) for k in sources.permuted_keys(np.array([7]), seed=3)] == [7]
 
 
 def test_shards_partition_the_keys_before_rendering(synth):
