@@ -19,6 +19,7 @@ INSTALL_REQUIRES = [
     "tensorboard==2.21.0",  # clu's SummaryWriter backend
     "sentencepiece==0.2.3",
     "matplotlib==3.10.8",  # the ablation report's plots (rec_t5x/experiments/plots.py)
+    "scipy",  # Welch t-tests in the ablation report (rec_t5x/experiments/aggregate.py)
     "tensorstore",
     "safetensors",
     "msgpack",

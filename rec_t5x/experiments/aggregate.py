@@ -3,8 +3,9 @@
 A *group* is one setting (dataset, model, budget, feature lengths, initialisation, extra bindings,
 test users): its runs differ only in mixture and seed. Per mixture and metric the group gives
 mean, sample standard deviation (ddof = 1; none for a single seed) and n; the relative gain of a
-mixture is `100 * (mean - mean_rec_only) / mean_rec_only` on test Recall@10. Pure functions of
-the records: nothing here reads files.
+mixture is `100 * (mean - mean_rec_only) / mean_rec_only` on test Recall@10, and its p-value is
+the two-sided Welch t-test (scipy.stats.ttest_ind, unequal variances) of the mixture's per-seed
+values against rec_only's. Pure functions of the records: nothing here reads files.
 """
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from collections.abc import Iterable, Mapping, Sequence
 import dataclasses
 import math
 from typing import Any
+
+from scipy import stats as scipy_stats
 
 from rec_t5x import item_ids
 from rec_t5x.experiments import grid as grid_lib
@@ -93,6 +96,28 @@ def relative_gain(value: float | None, reference: float | None) -> float | None:
   return 100.0 * (value - reference) / reference
 
 
+def welch_p_value(values: Iterable[float | None], reference: Iterable[float | None]) -> float | None:
+  """Two-sided Welch t-test p of `values` against `reference` (finite values only).
+
+  None when either side has fewer than two values or both have no spread (the test is undefined).
+  """
+  a = [float(v) for v in values if v is not None and math.isfinite(v)]
+  b = [float(v) for v in reference if v is not None and math.isfinite(v)]
+  if len(a) < 2 or len(b) < 2 or (len(set(a)) == 1 and len(set(b)) == 1):
+    return None  # scipy would answer p = 0 for two constant samples with different values
+  p = float(scipy_stats.ttest_ind(a, b, equal_var=False).pvalue)
+  return p if math.isfinite(p) else None
+
+
+def format_p_value(p: float | None) -> str:
+  """'p = 0.12', 'p = 0.004', 'p < 0.001'; '' when there is no test."""
+  if p is None:
+    return ""
+  if p < 0.001:
+    return "p < 0.001"
+  return f"p = {p:.2f}" if p >= 0.01 else f"p = {p:.3f}"
+
+
 def _setting(record: Record) -> tuple[tuple[str, Any], ...]:
   spec = record["spec"]
   return tuple((f, tuple(spec[f]) if isinstance(spec.get(f), list) else spec.get(f))
@@ -118,8 +143,17 @@ class Group:
   def title(self) -> str:
     return f"{dataset_title(self.setting['dataset'])} / {self.setting['model']}"
 
+  def values(self, mixture: str, column: Column) -> list[float | None]:
+    """The metric of each of the mixture's runs, in seed order (None where a run lacks it)."""
+    return [metric(r, column) for r in self.runs.get(mixture, [])]
+
   def stat(self, mixture: str, column: Column) -> Stat | None:
-    return mean_std(metric(r, column) for r in self.runs.get(mixture, []))
+    return mean_std(self.values(mixture, column))
+
+  def p_value(self, mixture: str, column: Column = RECALL_10) -> float | None:
+    """Welch t-test p of the mixture's seeds against rec_only's (None below two seeds each)."""
+    return welch_p_value(self.values(mixture, column),
+                         self.values(grid_lib.BASELINE_MIXTURE, column))
 
   def gain(self, mixture: str, column: Column = RECALL_10) -> float | None:
     """Relative gain (%) of the mixture's mean over rec_only's mean."""
@@ -171,8 +205,11 @@ def format_stat(stat: Stat | None, digits: int = 4) -> str:
   return f"{stat.mean:.{digits}f} ± {stat.std:.{digits}f}"
 
 
-def format_gain(gain: float | None) -> str:
-  return "–" if gain is None else f"{gain:+.1f}%"
+def format_gain(gain: float | None, p: float | None = None) -> str:
+  """'+12.3%', '+12.3% (p = 0.12)' with a test, '–' without a gain."""
+  if gain is None:
+    return "–"
+  return f"{gain:+.1f}%" + (f" ({format_p_value(p)})" if p is not None else "")
 
 
 def _noise_note(best_name: str, best: Stat, base: Stat) -> str:
@@ -240,6 +277,8 @@ def headline(group: Group, baselines: Mapping[str, Mapping[str, Any] | None] | N
     gain = "n/a (rec_only is 0)"
   verdict = ("best mixture" if others[best].mean > base.mean
              else "no auxiliary mixture beats rec_only; best auxiliary mixture")
+  p = group.p_value(best)
+  test_text = f" (Welch t-test {format_p_value(p)})" if p is not None else ""
   return (head + f"{verdict} {best}: {split} R@10 {format_stat(others[best])} (n={others[best].n}) vs "
           f"rec_only {format_stat(base)} (n={base.n}), relative gain {gain}; "
-          f"{_noise_note(best, others[best], base)}{fewer_text}" + tail)
+          f"{_noise_note(best, others[best], base)}{test_text}{fewer_text}" + tail)

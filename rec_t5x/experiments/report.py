@@ -110,7 +110,7 @@ def group_section(group: aggregate.Group,
     stats = [group.stat(mixture, c) for c in aggregate.COLUMNS]
     n = max((st.n for st in stats if st is not None), default=0)
     gain = ("(reference)" if mixture == grid_lib.BASELINE_MIXTURE
-            else aggregate.format_gain(group.gain(mixture)))
+            else aggregate.format_gain(group.gain(mixture), group.p_value(mixture)))
     lines.append(f"| {mixture} | {n} | " + " | ".join(aggregate.format_stat(st) for st in stats)
                  + f" | {gain} |")
   lines += _baseline_rows(dataset_baselines, len(header), split)
@@ -154,7 +154,8 @@ whole catalogue (history items excluded); rank HR@K = hit rate of the target amo
 task's candidates ordered by likelihood; RMSE = rating error of the decoded rating (unparseable
 outputs scored at the far end of the scale) and of the expected rating under the model ("exp.").
 Cells are mean ± sample standard deviation over seeds (n = seeds); one value when n = 1. "R@10 vs
-rec_only" is the relative change of the mean {split} Recall@10 against `rec_only`. The T5 runs decode
+rec_only" is the relative change of the mean {split} Recall@10 against `rec_only`, with the two-sided
+Welch t-test p of the seeds' values against `rec_only`'s where both have >= 2 seeds. The T5 runs decode
 the seeded subset of {split} users listed per setting; the baselines rank all items for all users.
 Training losses average over each mixture's own tasks, so compare their shapes, not their levels.
 """

@@ -2,6 +2,7 @@
 import math
 
 import pytest
+from scipy import special
 
 from rec_t5x.experiments import aggregate
 from tests.experiments import fakes
@@ -54,6 +55,37 @@ def test_relative_gain_edge_cases():
   assert aggregate.relative_gain(None, 0.2) is None
 
 
+def _welch_p_by_hand(a, b):
+  """Welch's t and Welch-Satterthwaite df from the formulas; p = I_{df/(df+t^2)}(df/2, 1/2)."""
+  def mean_var(x):
+    m = sum(x) / len(x)
+    return m, sum((v - m) ** 2 for v in x) / (len(x) - 1)
+  (ma, va), (mb, vb) = mean_var(a), mean_var(b)
+  sa, sb = va / len(a), vb / len(b)
+  t = (ma - mb) / math.sqrt(sa + sb)
+  df = (sa + sb) ** 2 / (sa ** 2 / (len(a) - 1) + sb ** 2 / (len(b) - 1))
+  return special.betainc(df / 2, 0.5, df / (df + t * t))
+
+
+def test_welch_p_value_matches_the_formula_and_needs_two_seeds_each():
+  mim, only = [0.0795, 0.0848, 0.0870], [0.0604, 0.0361, 0.0732]
+  p = aggregate.welch_p_value(mim, only)
+  assert p == pytest.approx(_welch_p_by_hand(mim, only), rel=1e-9)
+  assert 0.10 < p < 0.15  # the ML-100K rec_mim vs rec_only comparison of docs/results.md
+  assert aggregate.welch_p_value(only, mim) == pytest.approx(p)  # two-sided
+  assert aggregate.welch_p_value([0.30, 0.20, 0.25], [0.10, 0.20, 0.30]) == pytest.approx(
+      _welch_p_by_hand([0.30, 0.20, 0.25], [0.10, 0.20, 0.30]))
+  assert aggregate.welch_p_value([0.1, 0.2, None, float("nan")], [0.3]) is None
+  assert aggregate.welch_p_value([0.1, 0.1], [0.2, 0.2]) is None  # no spread: undefined
+  (group,) = aggregate.group_records(_records({"rec_only": only, "rec_mim": mim, "rec_bpr": [0.04]}))
+  assert group.p_value("rec_mim") == pytest.approx(p)
+  assert group.p_value("rec_bpr") is None
+  assert aggregate.format_p_value(0.1234) == "p = 0.12"
+  assert aggregate.format_p_value(0.0042) == "p = 0.004"
+  assert aggregate.format_p_value(0.0001) == "p < 0.001"
+  assert aggregate.format_gain(48.06, p) == "+48.1% (p = 0.12)"
+
+
 def test_mean_curve_over_common_steps():
   records = [fakes.record(fakes.spec(seed=0), 0.1, losses=(4.0, 3.0, 2.0)),
              fakes.record(fakes.spec(seed=1), 0.1, losses=(6.0, 5.0))]
@@ -79,7 +111,8 @@ def test_headline_best_mixture_vs_rec_only_with_baselines():
   assert text == (
       "ML-100K / tiny (4 steps x batch 2): best mixture rec_mim: test R@10 0.2500 ± 0.0500 (n=3) "
       "vs rec_only 0.2000 ± 0.1000 (n=3), relative gain +25.0%; the gap is within one seed "
-      "standard deviation; baselines (test R@10): SASRec 0.1771, Pop 0.0859.")
+      "standard deviation (Welch t-test p = 0.50); baselines (test R@10): SASRec 0.1771, "
+      "Pop 0.0859.")
 
 
 def test_headline_when_no_auxiliary_mixture_wins_and_no_baselines():
@@ -96,7 +129,8 @@ def test_headline_compares_at_rec_only_seed_count_and_names_better_single_seeds(
   (group,) = aggregate.group_records(records)
   text = aggregate.headline(group, None)
   assert "best mixture rec_all: test R@10 0.2500 ± 0.0500 (n=3) vs rec_only" in text
-  assert "relative gain +25.0%; the gap is within one seed standard deviation; " in text
+  assert ("relative gain +25.0%; the gap is within one seed standard deviation "
+          "(Welch t-test p = 0.50); ") in text
   # rec_mlm (0.30) and rec_mim (0.40) beat rec_all's mean on one seed; rec_bpr does not.
   assert ("; higher means from fewer seeds: rec_mim 0.4000 (n=1), rec_mlm 0.3000 (n=1); "
           "baselines") in text

@@ -31,7 +31,7 @@ def test_report_tables_headline_and_missing_baselines(tmp_path):
   assert ("| rec_only | 2 | 0.0750 ± 0.0354 | 0.1500 ± 0.0707 | 0.0500 ± 0.0236 | "
           "0.0500 ± 0.0000 | 0.2500 ± 0.0000 | 1.5000 ± 0.0000 | 1.1000 ± 0.0000 | "
           "(reference) |") in text
-  assert "| rec_mim | 2 | " in text and "| +166.7% |" in text
+  assert "| rec_mim | 2 | " in text and "| +166.7% (p = 0.20) |" in text
   assert ("| *SASRec* (baseline) | – | not run | not run | not run | – | – | – | – | – |"
           in text)
   assert "Baselines: not run" in text
