@@ -49,6 +49,15 @@ def _panel_title(group: aggregate.Group) -> str:
   return f"{group.title}: {s['train_steps']} steps x {s['batch_size']}, {init}{bindings}"
 
 
+def error_bars(stats: Sequence[aggregate.Stat | None]) -> tuple[list[int], list[float], list[float]]:
+  """(bar positions, means, stds) of the bars with a measured spread (n >= 2).
+
+  Single-seed bars get no error bar: a zero-height cap would claim a spread of zero.
+  """
+  kept = [(i, st) for i, st in enumerate(stats) if st is not None and st.std is not None]
+  return [i for i, _ in kept], [st.mean for _, st in kept], [st.std for _, st in kept]
+
+
 def recall_plot(groups: Sequence[aggregate.Group], baselines: Baselines,
                 path: str | os.PathLike, split: str = "test") -> pathlib.Path:
   """Writes the Recall@10 bar chart (see the module docstring) to `path`.
@@ -63,8 +72,10 @@ def recall_plot(groups: Sequence[aggregate.Group], baselines: Baselines,
     mixtures = group.mixtures
     stats = [group.stat(m, aggregate.RECALL_10) for m in mixtures]
     means = [st.mean if st else 0.0 for st in stats]
-    errors = [st.std if st and st.std is not None else 0.0 for st in stats]
-    ax.bar(range(len(mixtures)), means, yerr=errors, capsize=4, color="tab:blue", alpha=0.8)
+    ax.bar(range(len(mixtures)), means, color="tab:blue", alpha=0.8)
+    positions, centres, stds = error_bars(stats)
+    if positions:
+      ax.errorbar(positions, centres, yerr=stds, fmt="none", ecolor="black", capsize=4)
     ax.set_xticks(range(len(mixtures)), [f"{m}\n(n={st.n if st else 0})"
                                         for m, st in zip(mixtures, stats)], fontsize=8)
     present = baselines.get(group.setting["dataset"]) or {}

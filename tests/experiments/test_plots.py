@@ -36,3 +36,10 @@ def test_no_groups():
   assert plots.write_all([], {}, "/nonexistent") == []
   with pytest.raises(ValueError, match="no finished runs"):
     plots.recall_plot([], {}, "/nonexistent/r.png")
+
+
+def test_error_bars_only_where_seeds_measured_a_spread():
+  stats = [aggregate.Stat(0.05, 0.02, 3), aggregate.Stat(0.08, None, 1), None,
+           aggregate.Stat(0.06, 0.0, 2)]
+  assert plots.error_bars(stats) == ([0, 3], [0.05, 0.06], [0.02, 0.0])
+  assert plots.error_bars([aggregate.Stat(0.1, None, 1)]) == ([], [], [])
