@@ -26,7 +26,8 @@
              predict_with_aux_fn: the expected rating under the model's distribution over the
                rating strings; aux = {"expected", "mass"}.
 
-Each callable also keeps per-example details (scores, item IDs) in `TaskFns.details` for the
+Each callable also keeps per-example details (scores, item IDs, the greedy text of ranking and
+rating as `generated`) in `TaskFns.details` for the
 predictions JSONL. Batches have a fixed size (a multiple of the mesh's data axis; the last batch is
 padded with copies of its first row, whose outputs are dropped); examples are batched longest
 prompt first and each batch's encoder length is trimmed to a multiple of 128 covering its longest
@@ -360,7 +361,8 @@ class TaskFns:
         generated = self.generate(tokens)
         for b in range(n):
           out.append((indices[b], generated[b]))
-          self._record(indices[b], key=keys[b])
+          self._record(indices[b], key=keys[b],
+                       generated=self.spec.vocabulary.decode(generated[b].tolist()))
     return out
 
   def predict_with_aux_fn(self, dataset, model_feature_shapes=None):

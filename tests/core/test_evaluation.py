@@ -208,3 +208,19 @@ def test_fixed_batches_group_prompts_by_length_and_keep_every_index():
     assert keys == [i + 100 for i in indices] and n == len(indices)
     for row, index in enumerate(indices):
       np.testing.assert_array_equal(batch_tokens[row], tokens[index, :batch_tokens.shape[1]])
+
+
+def test_ranking_and_rating_records_carry_the_greedy_generation(results):
+  _, fns, res, out = results
+  for kind in ("ranking", "rating"):
+    task = fns[f"rec_t5x.{NAME}.{kind}"]
+    vocab = task.spec.vocabulary
+    records = [json.loads(l) for l in
+               (out / "predictions" / f"rec_t5x.{NAME}.{kind}.jsonl").read_text().splitlines()]
+    assert len(records) == res[f"rec_t5x.{NAME}.{kind}"]["num_examples"]
+    assert all(isinstance(r["generated"], str) for r in records)
+    for record in records[:2]:
+      ids = vocab.encode(record["inputs"]) + [vocab.eos_id]
+      tokens = np.zeros((task.batch_size, -(-len(ids) // 128) * 128), np.int32)
+      tokens[:, :len(ids)] = ids  # the callables' fixed batch size, every row this prompt
+      assert record["generated"] == vocab.decode(task.generate(tokens)[0].tolist())
