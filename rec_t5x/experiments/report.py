@@ -155,7 +155,8 @@ task's candidates ordered by likelihood; RMSE = rating error of the decoded rati
 outputs scored at the far end of the scale) and of the expected rating under the model ("exp.").
 Cells are mean ± sample standard deviation over seeds (n = seeds); one value when n = 1. "R@10 vs
 rec_only" is the relative change of the mean {split} Recall@10 against `rec_only`, with the two-sided
-Welch t-test p of the seeds' values against `rec_only`'s where both have >= 2 seeds. The T5 runs decode
+Welch t-test p of the seeds' values against `rec_only`'s where both have >= 2 seeds (the headline adds
+the two-sided Mann-Whitney U test, which does not assume normally distributed seeds). The T5 runs decode
 the seeded subset of {split} users listed per setting; the baselines rank all items for all users.
 Training losses average over each mixture's own tasks, so compare their shapes, not their levels.
 """

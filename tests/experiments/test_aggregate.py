@@ -1,4 +1,5 @@
 """Tests for rec_t5x.experiments.aggregate against hand-computed statistics."""
+import itertools
 import math
 
 import pytest
@@ -86,6 +87,38 @@ def test_welch_p_value_matches_the_formula_and_needs_two_seeds_each():
   assert aggregate.format_gain(48.06, p) == "+48.1% (p = 0.12)"
 
 
+def _rank_p_by_enumeration(a, b):
+  """Two-sided exact Mann-Whitney p: the share of all splits of the pooled values into groups of
+  len(a) and len(b) whose U is at least as far from its mean as the observed one."""
+  pooled = list(a) + list(b)
+  def u(first):
+    rest = [v for i, v in enumerate(pooled) if i not in first]
+    return sum((pooled[i] > r) + 0.5 * (pooled[i] == r) for i in first for r in rest)
+  centre = len(a) * len(b) / 2
+  observed = abs(u(range(len(a))) - centre)
+  splits = list(itertools.combinations(range(len(pooled)), len(a)))
+  return sum(abs(u(s) - centre) >= observed - 1e-12 for s in splits) / len(splits)
+
+
+def test_rank_p_value_is_the_exact_mann_whitney_test_and_needs_two_seeds_each():
+  mim = [0.0795, 0.0848, 0.0870, 0.0785, 0.0742]
+  only = [0.0604, 0.0361, 0.0732, 0.0445, 0.0679]
+  # Every rec_mim seed above every rec_only seed: 2 of the C(10, 5) = 252 splits are as lopsided.
+  assert aggregate.rank_p_value(mim, only) == pytest.approx(2 / 252)
+  assert aggregate.rank_p_value(mim[:3], only[:3]) == pytest.approx(
+      _rank_p_by_enumeration(mim[:3], only[:3]))
+  interleaved = [0.0795, 0.0604, 0.0870]
+  assert aggregate.rank_p_value(interleaved, only[1:4]) == pytest.approx(
+      _rank_p_by_enumeration(interleaved, only[1:4]))
+  assert aggregate.rank_p_value(only, mim) == pytest.approx(2 / 252)  # two-sided
+  tied = aggregate.rank_p_value([0.30, 0.20, 0.25], [0.10, 0.20, 0.30])  # ties: approximation
+  assert tied is not None and 0.5 < tied < 1.0
+  assert aggregate.rank_p_value([0.1, None, float("nan")], [0.2, 0.3]) is None
+  (group,) = aggregate.group_records(_records({"rec_only": only, "rec_mim": mim, "rec_bpr": [0.04]}))
+  assert group.rank_p_value("rec_mim") == pytest.approx(2 / 252)
+  assert group.rank_p_value("rec_bpr") is None
+
+
 def test_mean_curve_over_common_steps():
   records = [fakes.record(fakes.spec(seed=0), 0.1, losses=(4.0, 3.0, 2.0)),
              fakes.record(fakes.spec(seed=1), 0.1, losses=(6.0, 5.0))]
@@ -111,7 +144,8 @@ def test_headline_best_mixture_vs_rec_only_with_baselines():
   assert text == (
       "ML-100K / tiny (4 steps x batch 2): best mixture rec_mim: test R@10 0.2500 ± 0.0500 (n=3) "
       "vs rec_only 0.2000 ± 0.1000 (n=3), relative gain +25.0%; the gap is within one seed "
-      "standard deviation (Welch t-test p = 0.50); baselines (test R@10): SASRec 0.1771, "
+      "standard deviation (Welch t-test p = 0.50; Mann-Whitney U test p = 0.65); baselines "
+      "(test R@10): SASRec 0.1771, "
       "Pop 0.0859.")
 
 
@@ -130,7 +164,7 @@ def test_headline_compares_at_rec_only_seed_count_and_names_better_single_seeds(
   text = aggregate.headline(group, None)
   assert "best mixture rec_all: test R@10 0.2500 ± 0.0500 (n=3) vs rec_only" in text
   assert ("relative gain +25.0%; the gap is within one seed standard deviation "
-          "(Welch t-test p = 0.50); ") in text
+          "(Welch t-test p = 0.50; Mann-Whitney U test p = 0.65); ") in text
   # rec_mlm (0.30) and rec_mim (0.40) beat rec_all's mean on one seed; rec_bpr does not.
   assert ("; higher means from fewer seeds: rec_mim 0.4000 (n=1), rec_mlm 0.3000 (n=1); "
           "baselines") in text
