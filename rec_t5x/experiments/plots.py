@@ -1,9 +1,9 @@
 """PNG plots of the ablation (matplotlib, Agg backend: no display needed).
 
   recall_at_10.png   Recall@10 per mixture on the evaluation split (test, or validation for
-                     tuning), bars = mean over seeds, error bars = sample std, one panel per
-                     setting (dataset x model x budget); the baselines' Recall@10 on the same split
-                     as dashed horizontal lines.
+                     tuning), bars = mean over seeds, error bars = sample std, dots = the
+                     seeds' own values, one panel per setting (dataset x model x budget); the
+                     baselines' Recall@10 on the same split as dashed horizontal lines.
   train_loss.png     training loss against step per mixture (mean over seeds at the logged steps),
                      one panel per setting.
 """
@@ -58,6 +58,24 @@ def error_bars(stats: Sequence[aggregate.Stat | None]) -> tuple[list[int], list[
   return [i for i, _ in kept], [st.mean for _, st in kept], [st.std for _, st in kept]
 
 
+def seed_points(values_per_bar: Sequence[Sequence[float | None]],
+                half_width: float = 0.25) -> tuple[list[float], list[float]]:
+  """(x, y) of one dot per seed: bar i's finite values spread evenly over i ± half_width.
+
+  With three to five seeds the mean and std hide whether one seed carries a gap; the dots show it.
+  The spread is deterministic (seed order), so regenerated plots are identical.
+  """
+  xs: list[float] = []
+  ys: list[float] = []
+  for i, values in enumerate(values_per_bar):
+    kept = [float(v) for v in values if v is not None and math.isfinite(v)]
+    for j, value in enumerate(kept):
+      offset = 0.0 if len(kept) == 1 else -half_width + 2 * half_width * j / (len(kept) - 1)
+      xs.append(i + offset)
+      ys.append(value)
+  return xs, ys
+
+
 def recall_plot(groups: Sequence[aggregate.Group], baselines: Baselines,
                 path: str | os.PathLike, split: str = "test") -> pathlib.Path:
   """Writes the Recall@10 bar chart (see the module docstring) to `path`.
@@ -76,6 +94,8 @@ def recall_plot(groups: Sequence[aggregate.Group], baselines: Baselines,
     positions, centres, stds = error_bars(stats)
     if positions:
       ax.errorbar(positions, centres, yerr=stds, fmt="none", ecolor="black", capsize=4)
+    xs, ys = seed_points([group.values(m, aggregate.RECALL_10) for m in mixtures])
+    ax.scatter(xs, ys, s=12, color="black", alpha=0.7, zorder=3)
     ax.set_xticks(range(len(mixtures)), [f"{m}\n(n={st.n if st else 0})"
                                         for m, st in zip(mixtures, stats)], fontsize=8)
     present = baselines.get(group.setting["dataset"]) or {}
@@ -133,7 +153,7 @@ def write_all(groups: Sequence[aggregate.Group], baselines: Baselines,
   if not groups:
     return []
   plots_dir = pathlib.Path(plots_dir)
-  return [(f"{split.capitalize()} Recall@10 per mixture (mean ± std over seeds; dashed: baselines)",
+  return [(f"{split.capitalize()} Recall@10 per mixture (bars: mean ± std over seeds; dots: seeds; dashed: baselines)",
            recall_plot(groups, baselines, plots_dir / RECALL_FILE, split)),
           ("Training loss per mixture (mean over seeds)",
            loss_plot(groups, plots_dir / LOSS_FILE))]

@@ -66,7 +66,7 @@ def test_report_only_regenerates_report_and_plots_from_run_json(tmp_path):
   assert "from 2 of 2 complete runs" in text
   assert "best mixture rec_mim: test R@10 0.2000 (n=1) vs rec_only 0.1000 (n=1)" in text
   assert "rec_all" not in text.split("## Setup")[1].split("## Discussion")[0]
-  assert "![Test Recall@10 per mixture (mean ± std over seeds; dashed: baselines)]" \
+  assert "![Test Recall@10 per mixture (bars: mean ± std over seeds; dots: seeds; dashed: baselines)]" \
          "(results/recall_at_10.png)" in text
   assert (tmp_path / "docs" / "results" / "train_loss.png").stat().st_size > 0
   assert "Command: `python scripts/run_experiment.py --grid smoke --runs_dir" in text

@@ -43,3 +43,10 @@ def test_error_bars_only_where_seeds_measured_a_spread():
            aggregate.Stat(0.06, 0.0, 2)]
   assert plots.error_bars(stats) == ([0, 3], [0.05, 0.06], [0.02, 0.0])
   assert plots.error_bars([aggregate.Stat(0.1, None, 1)]) == ([], [], [])
+
+
+def test_seed_points_one_dot_per_finite_seed_within_its_bar():
+  xs, ys = plots.seed_points([[0.1, 0.2, 0.3], [0.5], [], [None, float("nan"), 0.4, 0.6]],
+                             half_width=0.2)
+  assert ys == [0.1, 0.2, 0.3, 0.5, 0.4, 0.6]
+  assert xs == pytest.approx([-0.2, 0.0, 0.2, 1.0, 2.8, 3.2])
