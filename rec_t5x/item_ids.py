@@ -23,6 +23,7 @@ grid, metrics, the dataset) can import it.
 """
 from __future__ import annotations
 
+import dataclasses
 import re
 
 DIGITS = "digits"
@@ -30,6 +31,8 @@ ATOMIC = "atomic"
 STYLES = (DIGITS, ATOMIC)
 # Dataset-name suffix of each non-default style's variant.
 VARIANT_SUFFIXES = {ATOMIC: "_atomic"}
+# Dataset-name suffix of a variant without titles; it comes last (`ml100k_atomic_notitles`).
+NO_TITLES_SUFFIX = "_notitles"
 
 _ATOMIC_RE = re.compile(r"<i(\d+)>")
 _DIGITS_RE = re.compile(r"[+]?\d+")
@@ -71,15 +74,43 @@ def atomic_symbols(num_items: int) -> list[str]:
   return [format_id(i, ATOMIC) for i in range(1, num_items + 1)]
 
 
-def variant_name(base: str, style: str) -> str:
-  """The dataset name of `base` in `style`: `ml100k` (digits) or `ml100k_atomic`."""
+@dataclasses.dataclass(frozen=True)
+class Variant:
+  """What a dataset name says: its catalogue `base`, item-ID `style` and whether titles are shown."""
+  base: str
+  style: str = DIGITS
+  titles: bool = True
+
+  @property
+  def name(self) -> str:
+    return variant_name(self.base, self.style, self.titles)
+
+
+def variant_name(base: str, style: str, titles: bool = True) -> str:
+  """The dataset name of `base` in `style`: `ml100k`, `ml100k_atomic`, `ml100k_atomic_notitles`."""
   check_style(style)
-  return base + VARIANT_SUFFIXES.get(style, "")
+  return base + VARIANT_SUFFIXES.get(style, "") + ("" if titles else NO_TITLES_SUFFIX)
+
+
+def parse_variant(name: str) -> Variant:
+  """The variant a dataset name spells: `ml100k_atomic_notitles` -> (`ml100k`, atomic, no titles).
+
+  A bare suffix is a name, not a variant: `_atomic` is the dataset "_atomic" in the digits style.
+  """
+  titles = True
+  if name.endswith(NO_TITLES_SUFFIX) and len(name) > len(NO_TITLES_SUFFIX):
+    name, titles = name[:-len(NO_TITLES_SUFFIX)], False
+  for style, suffix in VARIANT_SUFFIXES.items():
+    if name.endswith(suffix) and len(name) > len(suffix):
+      return Variant(name[:-len(suffix)], style, titles)
+  return Variant(name, DIGITS, titles)
 
 
 def split_variant(name: str) -> tuple[str, str]:
-  """(base dataset, style) of a dataset name: `ml100k_atomic` -> (`ml100k`, `atomic`)."""
-  for style, suffix in VARIANT_SUFFIXES.items():
-    if name.endswith(suffix) and len(name) > len(suffix):
-      return name[:-len(suffix)], style
-  return name, DIGITS
+  """(base dataset, style) of a dataset name: `ml100k_atomic` -> (`ml100k`, `atomic`).
+
+  Titles do not change the base: `ml100k_atomic_notitles` -> (`ml100k`, `atomic`) as well, so
+  the variants share their catalogue's split and baselines.
+  """
+  variant = parse_variant(name)
+  return variant.base, variant.style

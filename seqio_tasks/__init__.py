@@ -5,7 +5,9 @@ Registration is cheap (no data loading, no vocabulary training), so T5X can use 
 
   tasks     rec_t5x.<dataset>.<task>     dataset in ml100k, ml1m, beauty, toys, sports, and
                                          each as <dataset>_atomic (one vocabulary piece per
-                                         item ID, rec_t5x/item_ids.py);
+                                         item ID, rec_t5x/item_ids.py), and both styles
+                                         without titles (<dataset>_notitles,
+                                         <dataset>_atomic_notitles: items shown by ID alone);
                                          task in retrieval, ranking, rating (splits train,
                                          validation, test) and mim, mlm, bpr (train only)
   mixtures  rec_t5x.<dataset>.rec_only   retrieval + ranking + rating

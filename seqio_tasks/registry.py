@@ -46,9 +46,12 @@ from seqio_tasks import sources
 PREFIX = "rec_t5x"
 CATALOG_DATASETS = ("ml100k", "ml1m", "beauty", "toys", "sports")
 # Every catalogue dataset in the digits style, then each in the atomic item-ID style
-# (`ml100k_atomic`, ...; rec_t5x/item_ids.py): same data and split, one vocabulary piece per item.
-DEFAULT_DATASETS = CATALOG_DATASETS + tuple(
-    item_ids.variant_name(name, item_ids.ATOMIC) for name in CATALOG_DATASETS)
+# (`ml100k_atomic`, ...; rec_t5x/item_ids.py): same data and split, one vocabulary piece per item;
+# then both styles without titles (`ml100k_notitles`, `ml100k_atomic_notitles`: items shown by ID).
+DEFAULT_DATASETS = tuple(
+    item_ids.variant_name(name, style, titles)
+    for titles in (True, False) for style in (item_ids.DIGITS, item_ids.ATOMIC)
+    for name in CATALOG_DATASETS)
 MIXTURES: dict[str, tuple[str, ...]] = {
     "rec_only": ("retrieval", "ranking", "rating"),
     "rec_mim": ("retrieval", "ranking", "rating", "mim"),
@@ -123,9 +126,11 @@ def mixture_name(dataset: str, mixture: str) -> str:
 def _catalog_loader(name: str):
   """`catalog.load` of the name's base dataset, in the item-ID style its suffix names."""
   from rec_t5x.data import catalog  # pylint: disable=g-import-not-at-top  (lazy: no I/O at import)
-  base, style = item_ids.split_variant(name)
-  ds = catalog.load(base)
-  return ds if style == item_ids.DIGITS else ds.with_item_id_style(style, name=name)
+  variant = item_ids.parse_variant(name)
+  ds = catalog.load(variant.base)
+  if variant.style != item_ids.DIGITS:
+    ds = ds.with_item_id_style(variant.style, name=name)
+  return ds if variant.titles else ds.without_titles(name=name)
 
 
 def item_id_symbols(dataset: str) -> list[str]:
@@ -162,7 +167,7 @@ def register_dataset(name: str, loader: Optional[Callable[[], object]] = None,
     name: dataset name ([A-Za-z0-9_]+); the catalogue's names need no loader.
     loader: zero-argument callable returning the RecDataset; default
       `rec_t5x.data.catalog.load(name)`, or for `<base>_atomic` the catalogue's `<base>` in the
-      atomic item-ID style (rec_t5x/item_ids.py). Called on first read, never here.
+      atomic item-ID style, and for `..._notitles` without titles (rec_t5x/item_ids.py). Called on first read, never here.
     vocabulary: vocabulary of the dataset's tasks; default
       `rec_t5x.vocabulary.get_vocabulary(name, corpus_fn)` (trained lazily on the dataset's text;
       a dataset in the atomic style gets every item ID as a piece of its own).

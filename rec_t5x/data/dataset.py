@@ -194,6 +194,17 @@ class RecDataset:
     """The same dataset (arrays shared, not copied) with another item-ID style and optionally name."""
     return dataclasses.replace(self, item_id_style=style, name=self.name if name is None else name)
 
+  def without_titles(self, name: str | None = None) -> RecDataset:
+    """The same dataset (arrays shared) with every title empty, so prompts show IDs only.
+
+    The `<name>_notitles` variants (rec_t5x/item_ids.py) are this; `info["titles_dropped"]` counts
+    the titles left out, so a saved copy says what it lacks.
+    """
+    dropped = sum(1 for title in self.item_titles if title)
+    info = {**self.info, "titles_dropped": dropped}
+    return dataclasses.replace(self, item_titles=("",) * self.num_items, info=info,
+                               name=self.name if name is None else name)
+
   def save(self, directory: str | os.PathLike) -> pathlib.Path:
     """Writes the dataset to `directory` (see the module docstring for the format)."""
     return save(self, directory)

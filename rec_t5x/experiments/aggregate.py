@@ -32,10 +32,13 @@ DATASET_NAMES = {"ml100k": "ML-100K", "ml1m": "ML-1M", "beauty": "Beauty", "toys
 
 
 def dataset_title(dataset: str) -> str:
-  """'ML-100K', or 'ML-100K (atomic item IDs)' for the variant `ml100k_atomic`."""
-  base, style = item_ids.split_variant(dataset)
-  name = DATASET_NAMES.get(base, base)
-  return name if style == item_ids.DIGITS else f"{name} ({style} item IDs)"
+  """'ML-100K', 'ML-100K (atomic item IDs)' for `ml100k_atomic`, '... (atomic item IDs, no titles)'."""
+  variant = item_ids.parse_variant(dataset)
+  notes = [] if variant.style == item_ids.DIGITS else [f"{variant.style} item IDs"]
+  if not variant.titles:
+    notes.append("no titles")
+  name = DATASET_NAMES.get(variant.base, variant.base)
+  return f"{name} ({', '.join(notes)})" if notes else name
 
 
 @dataclasses.dataclass(frozen=True)

@@ -287,7 +287,8 @@ class Grid:
       if item_ids.split_variant(dataset)[0] not in known:
         raise ValueError(f"Grid.datasets: unknown dataset {dataset!r}; known: {sorted(known)}, "
                          f"each also as <name>{item_ids.VARIANT_SUFFIXES[item_ids.ATOMIC]} "
-                         "(atomic item IDs)")
+                         f"(atomic item IDs) and with {item_ids.NO_TITLES_SUFFIX} appended "
+                         "(items shown without titles)")
     for mixture in self.mixtures:
       if mixture not in MIXTURES:
         raise ValueError(f"Grid.mixtures: unknown mixture {mixture!r}; expected some of {MIXTURES}")

@@ -33,6 +33,22 @@ def test_variant_names_round_trip():
   assert item_ids.split_variant("_atomic") == ("_atomic", "digits")
 
 
+def test_variants_without_titles_keep_their_base_and_style():
+  assert item_ids.variant_name("ml1m", "atomic", titles=False) == "ml1m_atomic_notitles"
+  assert item_ids.variant_name("ml1m", "digits", titles=False) == "ml1m_notitles"
+  assert item_ids.parse_variant("ml1m_atomic_notitles") == item_ids.Variant("ml1m", "atomic", False)
+  assert item_ids.parse_variant("ml1m_notitles") == item_ids.Variant("ml1m", "digits", False)
+  assert item_ids.parse_variant("ml1m_atomic") == item_ids.Variant("ml1m", "atomic", True)
+  assert item_ids.split_variant("ml1m_atomic_notitles") == ("ml1m", "atomic")
+  # The suffixes only count after a name, and titles come last.
+  assert item_ids.parse_variant("_notitles") == item_ids.Variant("_notitles", "digits", True)
+  assert item_ids.parse_variant("_atomic_notitles") == item_ids.Variant("_atomic", "digits", False)
+  assert item_ids.parse_variant("ml1m_notitles_atomic") == item_ids.Variant(
+      "ml1m_notitles", "atomic", True)
+  for name in ("ml1m", "ml1m_atomic", "ml1m_notitles", "ml1m_atomic_notitles"):
+    assert item_ids.parse_variant(name).name == name
+
+
 def test_errors_name_the_parameter_and_the_choices():
   with pytest.raises(ValueError, match=r"item_id_style='hex': expected one of \('digits', 'atomic'\)"):
     item_ids.format_id(3, "hex")

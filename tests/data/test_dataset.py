@@ -92,6 +92,17 @@ def test_save_load_round_trip_with_awkward_strings(tmp_path):
   assert header == "index\tpublic_id\traw_id\ttitle"
 
 
+def test_without_titles_empties_every_title_and_counts_them(tmp_path):
+  ds = _dataset()
+  bare = ds.without_titles(name="toy_notitles")
+  assert bare.item_titles == ("",) * ds.num_items and bare.name == "toy_notitles"
+  assert bare.items is ds.items and bare.item_public_ids is ds.item_public_ids
+  assert bare.info["titles_dropped"] == sum(1 for t in ds.item_titles if t) > 0
+  assert ds.item_titles != bare.item_titles  # the original is untouched
+  loaded = dataset_lib.load(dataset_lib.save(bare, tmp_path / "b"))
+  assert loaded.item_titles == bare.item_titles and loaded.info == bare.info
+
+
 def test_item_id_style_round_trips_and_defaults_to_digits(tmp_path):
   ds = _dataset()
   assert ds.item_id_style == "digits"

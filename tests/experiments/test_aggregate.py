@@ -178,3 +178,11 @@ def test_headline_without_rec_only():
   (group,) = aggregate.group_records(_records({"rec_mlm": [0.2, 0.4]}))
   assert "no finished rec_only run; best mixture by test R@10: rec_mlm 0.3000 ± 0.1414 (n=2)" in aggregate.headline(
       group, {})
+
+
+def test_dataset_title_names_the_variant():
+  assert aggregate.dataset_title("ml100k") == "ML-100K"
+  assert aggregate.dataset_title("ml1m_atomic") == "ML-1M (atomic item IDs)"
+  assert aggregate.dataset_title("ml1m_atomic_notitles") == "ML-1M (atomic item IDs, no titles)"
+  assert aggregate.dataset_title("beauty_notitles") == "Beauty (no titles)"
+  assert aggregate.dataset_title("mydata") == "mydata"

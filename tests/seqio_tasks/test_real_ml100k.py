@@ -135,3 +135,29 @@ def test_atomic_variant_respells_the_same_samples_with_one_piece_per_item_id(ml1
           d["targets_pretokenized"])
       assert len(a["targets"]) <= 3  # [word boundary,] the item token, EOS
       assert len(a["inputs"]) < len(d["inputs"])
+
+
+def test_variant_without_titles_shows_the_same_samples_by_id_alone(ml100k):
+  bare = registry.load_dataset("ml100k_atomic_notitles")
+  assert bare.item_id_style == "atomic" and set(bare.item_titles) == {""}
+  assert bare.info["titles_dropped"] == sum(1 for t in ml100k.item_titles if t) > 1600
+  np.testing.assert_array_equal(bare.items, ml100k.items)
+  titled = seqio.get_mixture_or_task("rec_t5x.ml100k_atomic.retrieval")
+  task = seqio.get_mixture_or_task("rec_t5x.ml100k_atomic_notitles.retrieval")
+  assert task.output_features["inputs"].vocabulary != titled.output_features["inputs"].vocabulary
+  for split in ("train", "test"):
+    ours = list(task.get_dataset(LENGTHS, split=split, shuffle=False).take(6).as_numpy_iterator())
+    theirs = list(titled.get_dataset(LENGTHS, split=split, shuffle=False).take(6)
+                  .as_numpy_iterator())
+    assert len(ours) == len(theirs) == 6
+    for b, t in zip(ours, theirs):
+      assert b["key"] == t["key"] and b["targets_pretokenized"] == t["targets_pretokenized"]
+      text = b["inputs_pretokenized"].decode()
+      shown = re.findall(r"<i(\d+)>", text)
+      assert shown == re.findall(r"<i(\d+)>", t["inputs_pretokenized"].decode())
+      for public_id in shown:
+        title = ml100k.item_titles[ml100k.item_index_of_public_id(int(public_id))]
+        assert title not in text
+      assert len(b["inputs"]) < len(t["inputs"])
+    if split == "test":  # full 20-item histories: titles are most of a prompt's tokens
+      assert sum(len(b["inputs"]) for b in ours) * 3 < sum(len(t["inputs"]) for t in theirs)

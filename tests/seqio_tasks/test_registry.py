@@ -10,7 +10,9 @@ from seqio_tasks import rates
 from seqio_tasks import registry
 
 CATALOG = ("ml100k", "ml1m", "beauty", "toys", "sports")
-DATASETS = CATALOG + tuple(f"{name}_atomic" for name in CATALOG)
+DATASETS = (CATALOG + tuple(f"{name}_atomic" for name in CATALOG)
+            + tuple(f"{name}_notitles" for name in CATALOG)
+            + tuple(f"{name}_atomic_notitles" for name in CATALOG))
 MIXTURES = ("rec_only", "rec_mim", "rec_bpr", "rec_mlm", "rec_all")
 
 
