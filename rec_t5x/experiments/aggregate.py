@@ -224,6 +224,48 @@ def group_records(records: Sequence[Record]) -> list[Group]:
   return list(groups.values())
 
 
+@dataclasses.dataclass(frozen=True)
+class TitlePair:
+  """Two groups that differ only in whether their dataset shows titles (`x` / `x_notitles`)."""
+  titled: Group
+  untitled: Group
+
+  @property
+  def title(self) -> str:
+    return self.titled.title
+
+  @property
+  def mixtures(self) -> list[str]:
+    """Mixtures run in both groups, in report order."""
+    return [m for m in self.titled.mixtures if m in self.untitled.runs]
+
+  def gain(self, mixture: str, column: Column = RECALL_10) -> float | None:
+    """Relative change (%) of the mixture's mean without titles over its mean with them."""
+    titled, untitled = self.titled.stat(mixture, column), self.untitled.stat(mixture, column)
+    return relative_gain(untitled and untitled.mean, titled and titled.mean)
+
+  def p_value(self, mixture: str, column: Column = RECALL_10) -> float | None:
+    """Welch t-test p of the mixture's seeds without titles against those with titles."""
+    return welch_p_value(self.untitled.values(mixture, column), self.titled.values(mixture, column))
+
+
+def title_pairs(groups: Sequence[Group]) -> list[TitlePair]:
+  """Pairs of groups whose settings are equal but for a dataset and its `_notitles` variant.
+
+  Ordered like the titled groups; a group without its counterpart is in no pair.
+  """
+  def key(group: Group, titles: bool):
+    variant = item_ids.parse_variant(group.setting["dataset"])
+    if variant.titles != titles:
+      return None
+    rest = tuple((k, v) for k, v in group.setting.items() if k != "dataset")
+    return (variant.base, variant.style, rest)
+
+  untitled = {k: g for g in groups if (k := key(g, False)) is not None}
+  return [TitlePair(g, untitled[k]) for g in groups
+          if (k := key(g, True)) is not None and k in untitled]
+
+
 def format_stat(stat: Stat | None, digits: int = 4) -> str:
   """'0.0123 ± 0.0040', '0.0123' (one seed) or '–' (no value)."""
   if stat is None:

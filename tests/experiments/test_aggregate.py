@@ -186,3 +186,18 @@ def test_dataset_title_names_the_variant():
   assert aggregate.dataset_title("ml1m_atomic_notitles") == "ML-1M (atomic item IDs, no titles)"
   assert aggregate.dataset_title("beauty_notitles") == "Beauty (no titles)"
   assert aggregate.dataset_title("mydata") == "mydata"
+
+
+def test_title_pairs_compare_the_same_setting_without_titles():
+  records = [fakes.record(fakes.spec(dataset=d, mixture="rec_only", seed=s), v)
+             for d, vs in {"ml1m_atomic": [0.1, 0.2, 0.3], "ml1m_atomic_notitles": [0.4, 0.5],
+                           "ml1m": [0.9]}.items() for s, v in enumerate(vs)]
+  groups = aggregate.group_records(records)
+  (pair,) = aggregate.title_pairs(groups)
+  assert pair.titled.setting["dataset"] == "ml1m_atomic"
+  assert pair.untitled.setting["dataset"] == "ml1m_atomic_notitles"
+  assert pair.mixtures == ["rec_only"] and pair.title == "ML-1M (atomic item IDs) / tiny"
+  assert pair.gain("rec_only") == pytest.approx((0.45 - 0.2) / 0.2 * 100)
+  assert pair.p_value("rec_only") == pytest.approx(
+      aggregate.welch_p_value([0.4, 0.5], [0.1, 0.2, 0.3]))
+  assert aggregate.title_pairs([g for g in groups if g.setting["dataset"] != "ml1m_atomic"]) == []

@@ -78,3 +78,26 @@ def test_extract_discussion():
   assert report.extract_discussion("# A\n## Discussionish\nx\n") is None
   assert report.extract_discussion("# A\n## Discussion\nkeep\n### more\n") == (
       "## Discussion\nkeep\n### more\n")
+
+
+def test_titles_section_pairs_each_setting_with_its_notitles_variant(tmp_path):
+  values = {("ml100k_atomic", "rec_only"): [0.1, 0.2], ("ml100k_atomic_notitles", "rec_only"): [0.3],
+            ("ml100k_atomic", "rec_mim"): [0.4], ("ml1m_atomic_notitles", "rec_only"): [0.5],
+            ("ml100k_atomic_notitles", "rec_bpr"): [0.6]}
+  dirs = [fakes.write_run(tmp_path / "runs", fakes.spec(dataset=d, mixture=m, seed=s), v)
+          for (d, m), vs in values.items() for s, v in enumerate(vs)]
+  # Same dataset pair, other budget: a setting of its own, with no counterpart.
+  dirs.append(fakes.write_run(tmp_path / "runs", fakes.spec(dataset="ml100k_atomic_notitles",
+                                                            train_steps=6), 0.9))
+  text = _render(runner.load_records(dirs),
+                 baselines_lib.read_all(tmp_path / "none", ["ml100k", "ml1m"]))
+  section = text.split("### Item text: with and without titles")[1].split("## Plots")[0]
+  rows = [line for line in section.splitlines() if line.startswith("| ML")]
+  # Only rec_only ran both ways on the same setting; ML-1M has no titled run to compare with.
+  assert rows == ["| ML-100K (atomic item IDs) / tiny | rec_only | 2 / 1 | 0.1500 ± 0.0707 / "
+                  "0.3000 | 0.0500 ± 0.0000 / 0.0500 | 1.1000 ± 0.0000 / 1.1000 | +100.0% |"]
+  assert "### ML-100K (atomic item IDs, no titles) / tiny" in text
+
+
+def test_titles_section_is_left_out_without_pairs(tmp_path):
+  assert "Item text" not in _render(_records(tmp_path), {})
