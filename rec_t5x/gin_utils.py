@@ -195,7 +195,7 @@ class _DropGinPathNotFound(logging.Filter):
 def _parse_file(path: str) -> None:
   try:
     gin.parse_config_file(path)
-  except (OSError, ValueError, SyntaxError, ImportError, AttributeError, TypeError) as e:
+  except (OSError, ValueError, SyntaxError, ImportError, AttributeError, TypeError, NameError) as e:
     raise ConfigError(f"--gin_file={path}: {e}") from e
 
 
@@ -227,7 +227,7 @@ def parse_gin(gin_files: Sequence[str], gin_bindings: Sequence[str] = (),
     for binding in gin_bindings:
       try:
         gin.parse_config(header + binding)
-      except (ValueError, SyntaxError, ImportError, AttributeError, TypeError) as e:
+      except (ValueError, SyntaxError, ImportError, AttributeError, TypeError, NameError) as e:
         raise ConfigError(f"--gin_bindings={binding!r}: {e}") from e
   finally:
     logging.getLogger().removeFilter(quiet)

@@ -116,6 +116,20 @@ def get_provider(name: str) -> seqio.DatasetProviderBase:
   return seqio.get_mixture_or_task(name)
 
 
+def mixture_shares(name: str) -> dict[str, float] | None:
+  """{task name: share of the samples} of a registered mixture, from its (resolved) rates.
+
+  None for a task. Logged at the start of training, so a run's log shows the rates that its
+  gin bindings (e.g. `seqio_tasks.mixing_rates`) produced.
+  """
+  provider = get_provider(name)
+  if not isinstance(provider, seqio.Mixture):
+    return None
+  rates = {task.name: float(provider.get_rate(task)) for task in provider.tasks}
+  total = sum(rates.values())
+  return {task: (rate / total if total > 0 else 0.0) for task, rate in rates.items()}
+
+
 def task_dataset(config: DatasetConfig, layout: partitioning.DataLayout,
                  num_epochs: int | None, cache_in_memory: bool = True) -> tf.data.Dataset:
   """This process's shard of the task's preprocessed examples (before feature conversion).

@@ -284,6 +284,10 @@ def train(*, model: models.EncoderDecoderModel, optimizer: optimizers.Optimizer,
     (model_path / "config.gin").write_text(config_text)
   input_pipeline.import_module(train_dataset_cfg.module)
   check_vocabulary(model, train_dataset_cfg)
+  shares = input_pipeline.mixture_shares(train_dataset_cfg.mixture_or_task_name)
+  if shares is not None:
+    log(f"mixture {train_dataset_cfg.mixture_or_task_name}: samples per task "
+        + ", ".join(f"{task} {share:.1%}" for task, share in shares.items()))
   iterator = input_pipeline.get_iterator(train_dataset_cfg, partitioner)
   input_shapes = {k: v.shape for k, v in iterator.element_spec.items()}
   trainer = trainer_lib.Trainer(model, optimizer, partitioner, input_shapes,

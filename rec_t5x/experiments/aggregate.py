@@ -266,6 +266,64 @@ def title_pairs(groups: Sequence[Group]) -> list[TitlePair]:
           if (k := key(g, True)) is not None and k in untitled]
 
 
+MIXING_RATES_CONFIGURABLE = "seqio_tasks.mixing_rates"
+
+
+def mixing_rate_binding(binding: str) -> str | None:
+  """'mim=0.5' for a `[scope/]seqio_tasks.mixing_rates.mim = 0.5` binding ('ml1m/mim=0.5' when
+  scoped), None for any other binding."""
+  name, sep, value = binding.partition("=")
+  scope, _, selector = name.strip().rpartition("/")
+  configurable, _, task = selector.rpartition(".")
+  if not sep or configurable != MIXING_RATES_CONFIGURABLE:
+    return None
+  return f"{scope + '/' if scope else ''}{task}={value.strip()}"
+
+
+@dataclasses.dataclass(frozen=True)
+class RateVariant:
+  """A group trained with extra `seqio_tasks.mixing_rates` bindings and the group without them."""
+  base: Group
+  variant: Group
+
+  @property
+  def title(self) -> str:
+    return self.base.title
+
+  @property
+  def rates(self) -> list[str]:
+    """The variant's rate bindings, e.g. ['mim=0.333', 'bpr=0.333']."""
+    return [r for b in self.variant.setting.get("gin_bindings") or ()
+            if (r := mixing_rate_binding(b)) is not None]
+
+  def gain(self, mixture: str, reference: str, column: Column = RECALL_10) -> float | None:
+    """Relative change (%) of the variant's mixture mean over the base's `reference` mixture."""
+    value, base = self.variant.stat(mixture, column), self.base.stat(reference, column)
+    return relative_gain(value and value.mean, base and base.mean)
+
+  def p_value(self, mixture: str, reference: str, column: Column = RECALL_10) -> float | None:
+    """Welch t-test p of the variant's mixture seeds against the base's `reference` seeds."""
+    return welch_p_value(self.variant.values(mixture, column), self.base.values(reference, column))
+
+
+def rate_variants(groups: Sequence[Group]) -> list[RateVariant]:
+  """Groups with `seqio_tasks.mixing_rates` bindings, each paired with the group whose setting
+  is the same without those bindings (default rates). A variant without that group is in no pair.
+  """
+  def key(group: Group, drop_rates: bool):
+    bindings = tuple(group.setting.get("gin_bindings") or ())
+    kept = tuple(b for b in bindings if mixing_rate_binding(b) is None)
+    if drop_rates and kept == bindings:
+      return None
+    rest = tuple((k, v) for k, v in group.setting.items() if k != "gin_bindings")
+    return (rest, kept)
+
+  bases = {key(g, False): g for g in groups
+           if not any(mixing_rate_binding(b) for b in g.setting.get("gin_bindings") or ())}
+  return [RateVariant(bases[k], g) for g in groups
+          if (k := key(g, True)) is not None and k in bases]
+
+
 def format_stat(stat: Stat | None, digits: int = 4) -> str:
   """'0.0123 ± 0.0040', '0.0123' (one seed) or '–' (no value)."""
   if stat is None:

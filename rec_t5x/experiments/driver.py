@@ -86,7 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
                  help=f"the T5 sentencepiece.model for --initial_checkpoint (default "
                       f"${commands.ENV_VOCABULARY})")
   p.add_argument("--gin", action="append", default=None, metavar="NAME=VALUE",
-                 help="extra training gin binding (repeatable; part of each run's identity)")
+                 help="extra training gin binding (repeatable; part of each run's identity), "
+                      "e.g. seqio_tasks.mixing_rates.mim=2 (compared under 'Mixing rates')")
   p.add_argument("--eval_split", choices=grid_lib.EVAL_SPLITS, default="test",
                  help="test: reported results (docs/results.md); validation: tuning "
                       "(docs/tuning.md)")

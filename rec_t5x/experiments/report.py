@@ -164,6 +164,36 @@ def titles_section(pairs: Sequence[aggregate.TitlePair], split: str = "test") ->
   return "\n".join(lines)
 
 
+def rates_section(variants: Sequence[aggregate.RateVariant], split: str = "test") -> str:
+  """Markdown comparing runs with `seqio_tasks.mixing_rates` bindings with their setting at the
+  default rates: against the same mixture there and against its rec_only. Empty without variants.
+  """
+  if not variants:
+    return ""
+  labels = [c.label for c in TITLE_COLUMNS]
+  header = (["setting", "rates", "mixture", "n"] + labels
+            + ["R@10 vs same mixture, default rates", "R@10 vs rec_only, default rates"])
+  lines = ["### Mixing rates", "",
+           "Runs of a setting with extra `seqio_tasks.mixing_rates` bindings (seqio_tasks/rates.py) "
+           "against the same setting at the default rates, where every task has rate 1.0, so each "
+           "of a mixture's k tasks gives 1/k of its samples. Means over seeds; the last columns are "
+           f"the relative change of the mean {split} Recall@10, with Welch's p where both have "
+           ">= 2 seeds.", "",
+           "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+  for variant in variants:
+    rates = " ".join(f"`{r}`" for r in variant.rates)
+    for mixture in variant.variant.mixtures:
+      stats = [variant.variant.stat(mixture, c) for c in TITLE_COLUMNS]
+      n = max((st.n for st in stats if st is not None), default=0)
+      versus = [aggregate.format_gain(variant.gain(mixture, reference),
+                                      variant.p_value(mixture, reference))
+                for reference in (mixture, grid_lib.BASELINE_MIXTURE)]
+      lines.append(f"| {variant.title} | {rates} | {mixture} | {n} | "
+                   + " | ".join(aggregate.format_stat(st) for st in stats) + " | "
+                   + " | ".join(versus) + " |")
+  return "\n".join(lines)
+
+
 def _machines(records: Sequence[Mapping[str, Any]]) -> str:
   seen = []
   for record in records:
@@ -231,9 +261,15 @@ def render(records: Sequence[Mapping[str, Any]], baselines: Baselines, *, comman
       f"Command: `{command}`", "",
       f"Generated {generated} from {count} complete runs. Machine: {_machines(records)}.", "",
       "## Headline", ""]
+  variants = aggregate.rate_variants(groups)
+  variant_rates = {id(v.variant): v.rates for v in variants}
   if groups:
-    lines += [f"- {aggregate.headline(g, baselines.get(g.setting['dataset']), split)}"
-              for g in groups]
+    for g in groups:
+      line = f"- {aggregate.headline(g, baselines.get(g.setting['dataset']), split)}"
+      if id(g) in variant_rates:
+        line += (f" Mixing rates {' '.join(variant_rates[id(g)])} on the setting at default rates: "
+                 "compared with it under \"Mixing rates\".")
+      lines.append(line)
   else:
     lines.append("No run has finished yet.")
   lines += ["", "## Setup", "", SETUP.format(SPLIT=split.upper(), split=split), "## Results", ""]
@@ -243,6 +279,9 @@ def render(records: Sequence[Mapping[str, Any]], baselines: Baselines, *, comman
   titles = titles_section(aggregate.title_pairs(groups), split)
   if titles:
     lines += [titles, ""]
+  rates = rates_section(variants, split)
+  if rates:
+    lines += [rates, ""]
   if plots:
     lines += ["## Plots", ""]
     lines += [f"![{caption}]({path})\n" for caption, path in plots]

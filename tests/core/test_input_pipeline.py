@@ -165,3 +165,20 @@ def test_bad_state_is_a_clear_error():
   iterator = input_pipeline.get_iterator(_config(), _partitioner())
   with pytest.raises(ValueError, match="not a serialized"):
     iterator.set_state(b"garbage")
+
+
+def test_mixture_shares_are_the_normalised_rates():
+  other = TASK + "_other"
+  seqio.TaskRegistry.add(
+      other, seqio.FunctionDataSource(_source, splits=["train"]),
+      preprocessors=[seqio.preprocessors.tokenize],
+      output_features={"inputs": seqio.Feature(seqio.ByteVocabulary()),
+                       "targets": seqio.Feature(seqio.ByteVocabulary())})
+  mixture = TASK + "_mixture"
+  seqio.MixtureRegistry.add(mixture, [(TASK, 3.0), (other, lambda task: 1.0)])
+  try:
+    assert input_pipeline.mixture_shares(mixture) == {TASK: 0.75, other: 0.25}
+    assert input_pipeline.mixture_shares(TASK) is None
+  finally:
+    seqio.MixtureRegistry.remove(mixture)
+    seqio.TaskRegistry.remove(other)

@@ -24,6 +24,7 @@ from rec_t5x import checkpoints
 from rec_t5x import eval as eval_lib
 from rec_t5x import gin_utils
 from rec_t5x import infer as infer_lib
+from rec_t5x import input_pipeline
 from rec_t5x import models
 from rec_t5x import partitioning
 from rec_t5x import summaries
@@ -184,6 +185,31 @@ def test_quickstart_experiment_decays_to_zero_at_its_last_step(main_module, tmp_
   decay = gin.query_parameter("optimizers.LearningRateConfig.decay_steps")
   assert gin.query_parameter("optimizers.LearningRateConfig.schedule") == "linear_decay"
   assert warmup + decay == captured["total_steps"] == 100
+
+
+def test_mixing_rates_bind_from_the_command_line(main_module, tmp_path):
+  """The ablation's training file imports seqio_tasks, so --gin.seqio_tasks.mixing_rates.X works."""
+  import seqio_tasks  # pylint: disable=g-import-not-at-top
+  gin_utils.parse_gin(
+      ["gin/models/t5_1_1_tiny.gin", "gin/experiments/ablation_train.gin"],
+      ["seqio_tasks.mixing_rates.mim = 0.25",
+       "ml1m_atomic/seqio_tasks.mixing_rates.bpr = 3.0"], [str(REPO)])
+  assert seqio_tasks.rates.configured_rates("ml100k_atomic")["mim"] == 0.25
+  assert seqio_tasks.rates.configured_rates("ml100k_atomic")["bpr"] == 1.0
+  assert seqio_tasks.rates.configured_rates("ml1m_atomic")["bpr"] == 3.0
+  # What the training log reports for the mixture (input_pipeline.mixture_shares).
+  shares = input_pipeline.mixture_shares("rec_t5x.ml100k_atomic.rec_mim")
+  assert shares == pytest.approx({f"rec_t5x.ml100k_atomic.{t}": r / 3.25 for t, r in (
+      ("retrieval", 1.0), ("ranking", 1.0), ("rating", 1.0), ("mim", 0.25))})
+  gin.clear_config()
+  with pytest.raises(gin_utils.ConfigError, match="seqio_tasks.mixing_rates.mimm"):
+    gin_utils.parse_gin(["gin/models/t5_1_1_tiny.gin", "gin/experiments/ablation_train.gin"],
+                        ["seqio_tasks.mixing_rates.mimm = 0.25"], [str(REPO)])
+
+
+def test_binding_a_module_no_file_imports_is_a_config_error(main_module, tmp_path):
+  with pytest.raises(gin_utils.ConfigError, match="'json' was not provided by an import"):
+    gin_utils.parse_gin(["gin/models/t5_1_1_tiny.gin"], ["json.dumps.indent = 2"], [str(REPO)])
 
 
 def _run_in_process(model_dir, steps, extra=()):

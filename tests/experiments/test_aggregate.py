@@ -201,3 +201,37 @@ def test_title_pairs_compare_the_same_setting_without_titles():
   assert pair.p_value("rec_only") == pytest.approx(
       aggregate.welch_p_value([0.4, 0.5], [0.1, 0.2, 0.3]))
   assert aggregate.title_pairs([g for g in groups if g.setting["dataset"] != "ml1m_atomic"]) == []
+
+
+def test_mixing_rate_binding_reads_task_scope_and_value():
+  assert aggregate.mixing_rate_binding("seqio_tasks.mixing_rates.mim = 0.5") == "mim=0.5"
+  assert aggregate.mixing_rate_binding("seqio_tasks.mixing_rates.bpr=0.333") == "bpr=0.333"
+  assert aggregate.mixing_rate_binding(" ml1m/seqio_tasks.mixing_rates.mlm = 2") == "ml1m/mlm=2"
+  assert aggregate.mixing_rate_binding("LEARNING_RATE=0.01") is None
+  assert aggregate.mixing_rate_binding("other.mixing_rates.mim=0.5") is None
+  assert aggregate.mixing_rate_binding("seqio_tasks.mixing_rates.mim") is None
+
+
+def test_rate_variants_pair_each_rate_setting_with_its_default_rate_setting():
+  base = ["LEARNING_RATE=0.01"]
+  thirds = base + [f"seqio_tasks.mixing_rates.{t}=0.333" for t in ("mim", "mlm", "bpr")]
+  records = ([fakes.record(fakes.spec(mixture=m, seed=s, gin_bindings=tuple(base)), v)
+              for m, vs in {"rec_only": [0.1, 0.2, 0.3], "rec_all": [0.2, 0.3]}.items()
+              for s, v in enumerate(vs)]
+             + [fakes.record(fakes.spec(mixture="rec_all", seed=s, gin_bindings=tuple(thirds)), v)
+                for s, v in enumerate([0.4, 0.5])]
+             # Another learning rate with the same rates has no default-rate setting to pair with.
+             + [fakes.record(fakes.spec(mixture="rec_all", gin_bindings=(
+                 "LEARNING_RATE=0.1", "seqio_tasks.mixing_rates.mim=2")), 0.9)])
+  groups = aggregate.group_records(records)
+  assert len(groups) == 3
+  (variant,) = aggregate.rate_variants(groups)
+  assert variant.base is groups[0] and variant.variant is groups[1]
+  assert variant.rates == ["mim=0.333", "mlm=0.333", "bpr=0.333"]
+  assert variant.title == "ML-100K / tiny"
+  assert variant.gain("rec_all", "rec_all") == pytest.approx((0.45 - 0.25) / 0.25 * 100)
+  assert variant.gain("rec_all", "rec_only") == pytest.approx((0.45 - 0.2) / 0.2 * 100)
+  assert variant.p_value("rec_all", "rec_only") == pytest.approx(
+      aggregate.welch_p_value([0.4, 0.5], [0.1, 0.2, 0.3]))
+  assert variant.gain("rec_mim", "rec_only") is None
+  assert aggregate.rate_variants([g for g in groups if g is not groups[0]]) == []

@@ -101,3 +101,28 @@ def test_titles_section_pairs_each_setting_with_its_notitles_variant(tmp_path):
 
 def test_titles_section_is_left_out_without_pairs(tmp_path):
   assert "Item text" not in _render(_records(tmp_path), {})
+
+
+def test_rates_section_compares_each_rate_variant_with_its_default_rate_setting(tmp_path):
+  base = ("LEARNING_RATE=0.01",)
+  thirds = base + ("seqio_tasks.mixing_rates.mim=0.333", "seqio_tasks.mixing_rates.bpr=0.333")
+  values = {(base, "rec_only"): [0.1, 0.2], (base, "rec_all"): [0.2], (thirds, "rec_all"): [0.3]}
+  dirs = [fakes.write_run(tmp_path / "runs", fakes.spec(mixture=m, seed=s, gin_bindings=g), v)
+          for (g, m), vs in values.items() for s, v in enumerate(vs)]
+  # Rates on another setting (no default-rate runs of it): no row.
+  dirs.append(fakes.write_run(tmp_path / "runs", fakes.spec(
+      mixture="rec_mim", train_steps=6, gin_bindings=("seqio_tasks.mixing_rates.mim=3",)), 0.9))
+  text = _render(runner.load_records(dirs), {})
+  section = text.split("### Mixing rates")[1].split("## Plots")[0]
+  rows = [line for line in section.splitlines() if line.startswith("| ML")]
+  assert rows == ["| ML-100K / tiny | `mim=0.333` `bpr=0.333` | rec_all | 1 | 0.3000 | 0.0500 | "
+                  "1.1000 | +50.0% | +100.0% |"]
+  headline = [l for l in text.split("## Setup")[0].splitlines() if "mim=0.333" in l]
+  assert len(headline) == 1 and headline[0].endswith(
+      'Mixing rates mim=0.333 bpr=0.333 on the setting at default rates: compared with it under '
+      '"Mixing rates".')
+  assert "Mixing rates mim=3" not in text
+
+
+def test_rates_section_is_left_out_without_rate_bindings(tmp_path):
+  assert "### Mixing rates" not in _render(_records(tmp_path), {})
