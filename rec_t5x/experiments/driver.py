@@ -87,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
                       f"${commands.ENV_VOCABULARY})")
   p.add_argument("--gin", action="append", default=None, metavar="NAME=VALUE",
                  help="extra training gin binding (repeatable; part of each run's identity), "
+                      "added to the grid's own bindings (one of the same name is replaced), "
                       "e.g. seqio_tasks.mixing_rates.mim=2 (compared under 'Mixing rates')")
   p.add_argument("--eval_split", choices=grid_lib.EVAL_SPLITS, default="test",
                  help="test: reported results (docs/results.md); validation: tuning "
@@ -135,13 +136,13 @@ def grid_from_args(args: argparse.Namespace,
   elif args.t5_vocabulary:
     raise ValueError("--t5_vocabulary is only used with --initial_checkpoint (runs from scratch "
                      "use the dataset's vocabulary)")
-  if args.gin:
-    overrides["gin_bindings"] = tuple(args.gin)
-  elif args.initial_checkpoint:  # fine-tuning: T5X's constant 1e-3, not the from-scratch decay
-    overrides["gin_bindings"] = ()
+  bindings = grid_lib.preset(args.grid).gin_bindings
+  if args.initial_checkpoint:  # fine-tuning: T5X's constant 1e-3, not the from-scratch decay
+    bindings = ()
   elif args.train_steps is not None:  # the preset's learning-rate decay follows the new budget
-    overrides["gin_bindings"] = grid_lib.rescale_linear_decay(
-        grid_lib.preset(args.grid).gin_bindings, args.train_steps)
+    bindings = grid_lib.rescale_linear_decay(bindings, args.train_steps)
+  # --gin adds to those (replacing a binding of the same name); it never drops the others.
+  overrides["gin_bindings"] = grid_lib.merge_bindings(bindings, args.gin or ())
   overrides["eval_split"] = args.eval_split
   return grid_lib.preset(args.grid).replace(**overrides)
 

@@ -99,6 +99,25 @@ def rescale_linear_decay(bindings: Sequence[str], train_steps: int) -> tuple[str
                if parse_binding(b)[0] == f"{_SCHEDULE}.decay_steps" else b for b in bindings)
 
 
+def merge_bindings(base: Sequence[str], extra: Sequence[str]) -> tuple[str, ...]:
+  """`base` with each of `extra` added: in place of the base binding of the same name, else after.
+
+  So `--gin LEARNING_RATE=0.02` on a preset changes its rate and keeps its schedule, and
+  `--gin seqio_tasks.mixing_rates.mim=2` adds a binding to the preset's.
+  """
+  merged = list(base)
+  for binding in extra:
+    name = parse_binding(binding)[0]
+    same = [i for i, b in enumerate(merged) if parse_binding(b)[0] == name]
+    if same:
+      merged[same[0]] = binding
+      for i in reversed(same[1:]):
+        del merged[i]
+    else:
+      merged.append(binding)
+  return tuple(merged)
+
+
 def check_schedule(bindings: Sequence[str], train_steps: int, owner: str) -> None:
   """A linear decay must end exactly at the last step: warmup_steps + decay_steps == train_steps.
 

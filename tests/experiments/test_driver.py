@@ -15,14 +15,41 @@ def _grid(*flags, environ=None):
 
 def test_overrides_replace_only_given_fields():
   grid = _grid("headline", "--datasets", "ml1m", "--models", "tiny,small", "--mixtures",
-               "rec_only,rec_all", "--seeds", "0,1", "--train_steps", "50", "--batch_size", "4",
+               "rec_only,rec_all", "--seeds", "0,1", "--train_steps", "500", "--batch_size", "4",
                "--gin", "DROPOUT_RATE=0.1")
   assert (grid.datasets, grid.models, grid.mixtures, grid.seeds) == (
       ("ml1m",), ("tiny", "small"), ("rec_only", "rec_all"), (0, 1))
-  assert (grid.train_steps, grid.batch_size, grid.gin_bindings) == (50, 4, ("DROPOUT_RATE=0.1",))
+  assert (grid.train_steps, grid.batch_size) == (500, 4)
+  assert grid.gin_bindings == grid_lib.rescale_linear_decay(
+      grid_lib.preset("headline").gin_bindings, 500) + ("DROPOUT_RATE=0.1",)
   assert grid.decode_max_examples == grid_lib.HEADLINE_DECODE_MAX_EXAMPLES
   assert _grid("headline", "--decode_max_examples", "all").decode_max_examples is None
   assert _grid("smoke", "--decode_max_examples", "7").decode_max_examples == 7
+
+
+def test_gin_adds_to_the_presets_bindings_and_replaces_one_of_the_same_name():
+  preset = grid_lib.preset("headline").gin_bindings
+  grid = _grid("headline", "--gin", "seqio_tasks.mixing_rates.mim=3", "--gin", "LEARNING_RATE=0.02")
+  rate = [i for i, b in enumerate(preset) if b.startswith("LEARNING_RATE=")]
+  assert len(rate) == 1 and grid.gin_bindings[rate[0]] == "LEARNING_RATE=0.02"
+  assert grid.gin_bindings[-1] == "seqio_tasks.mixing_rates.mim=3"
+  assert len(grid.gin_bindings) == len(preset) + 1
+  assert grid.gin_bindings[:rate[0]] + grid.gin_bindings[rate[0] + 1:-1] == (
+      preset[:rate[0]] + preset[rate[0] + 1:])
+  # Fine-tuning starts from no bindings (T5X's constant rate); --gin still adds its own.
+  tuned = _grid("headline", "--datasets", "ml100k", "--initial_checkpoint", "/c", "--t5_vocabulary",
+                "/v.model", "--gin", "LEARNING_RATE=0.0005")
+  assert tuned.gin_bindings == ("LEARNING_RATE=0.0005",)
+  # A --gin decay that does not end at the last step is refused, naming the fix.
+  with pytest.raises(ValueError, match="decay_steps=900"):
+    _grid("headline", "--gin", "optimizers.LearningRateConfig.decay_steps=500").runs()
+
+
+def test_merge_bindings_keeps_order_and_drops_duplicates_of_a_replaced_name():
+  assert grid_lib.merge_bindings(("A=1", "B=2", "A=3"), ("A = 4", "C=5")) == ("A = 4", "B=2", "C=5")
+  assert grid_lib.merge_bindings((), ()) == ()
+  with pytest.raises(ValueError, match="expected NAME=VALUE"):
+    grid_lib.merge_bindings(("A=1",), ("A",))
 
 
 def test_a_new_budget_moves_the_presets_learning_rate_decay():
