@@ -164,7 +164,11 @@ class Group:
 
   @property
   def title(self) -> str:
-    return f"{dataset_title(self.setting['dataset'])} / {self.setting['model']}"
+    """'ML-100K / tiny', plus ' / rates mim=2' for a setting with mixing-rate bindings."""
+    rates = [r for b in self.setting.get("gin_bindings") or ()
+             if (r := mixing_rate_binding(b)) is not None]
+    suffix = f" / rates {' '.join(rates)}" if rates else ""
+    return f"{dataset_title(self.setting['dataset'])} / {self.setting['model']}{suffix}"
 
   def values(self, mixture: str, column: Column) -> list[float | None]:
     """The metric of each of the mixture's runs, in seed order (None where a run lacks it)."""

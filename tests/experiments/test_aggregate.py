@@ -229,6 +229,7 @@ def test_rate_variants_pair_each_rate_setting_with_its_default_rate_setting():
   assert variant.base is groups[0] and variant.variant is groups[1]
   assert variant.rates == ["mim=0.333", "mlm=0.333", "bpr=0.333"]
   assert variant.title == "ML-100K / tiny"
+  assert variant.variant.title == "ML-100K / tiny / rates mim=0.333 mlm=0.333 bpr=0.333"
   assert variant.gain("rec_all", "rec_all") == pytest.approx((0.45 - 0.25) / 0.25 * 100)
   assert variant.gain("rec_all", "rec_only") == pytest.approx((0.45 - 0.2) / 0.2 * 100)
   assert variant.p_value("rec_all", "rec_only") == pytest.approx(
