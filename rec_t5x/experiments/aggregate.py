@@ -228,6 +228,19 @@ def group_records(records: Sequence[Record]) -> list[Group]:
   return list(groups.values())
 
 
+def gain_between(group: Group, mixture: str, reference: Group, reference_mixture: str,
+                 column: Column = RECALL_10) -> float | None:
+  """Relative change (%) of `mixture`'s mean in `group` over `reference_mixture`'s in `reference`."""
+  value, base = group.stat(mixture, column), reference.stat(reference_mixture, column)
+  return relative_gain(value and value.mean, base and base.mean)
+
+
+def p_value_between(group: Group, mixture: str, reference: Group, reference_mixture: str,
+                    column: Column = RECALL_10) -> float | None:
+  """Welch t-test p of `mixture`'s seeds in `group` against `reference_mixture`'s in `reference`."""
+  return welch_p_value(group.values(mixture, column), reference.values(reference_mixture, column))
+
+
 @dataclasses.dataclass(frozen=True)
 class TitlePair:
   """Two groups that differ only in whether their dataset shows titles (`x` / `x_notitles`)."""
@@ -245,12 +258,11 @@ class TitlePair:
 
   def gain(self, mixture: str, column: Column = RECALL_10) -> float | None:
     """Relative change (%) of the mixture's mean without titles over its mean with them."""
-    titled, untitled = self.titled.stat(mixture, column), self.untitled.stat(mixture, column)
-    return relative_gain(untitled and untitled.mean, titled and titled.mean)
+    return gain_between(self.untitled, mixture, self.titled, mixture, column)
 
   def p_value(self, mixture: str, column: Column = RECALL_10) -> float | None:
     """Welch t-test p of the mixture's seeds without titles against those with titles."""
-    return welch_p_value(self.untitled.values(mixture, column), self.titled.values(mixture, column))
+    return p_value_between(self.untitled, mixture, self.titled, mixture, column)
 
 
 def title_pairs(groups: Sequence[Group]) -> list[TitlePair]:
@@ -302,12 +314,11 @@ class RateVariant:
 
   def gain(self, mixture: str, reference: str, column: Column = RECALL_10) -> float | None:
     """Relative change (%) of the variant's mixture mean over the base's `reference` mixture."""
-    value, base = self.variant.stat(mixture, column), self.base.stat(reference, column)
-    return relative_gain(value and value.mean, base and base.mean)
+    return gain_between(self.variant, mixture, self.base, reference, column)
 
   def p_value(self, mixture: str, reference: str, column: Column = RECALL_10) -> float | None:
     """Welch t-test p of the variant's mixture seeds against the base's `reference` seeds."""
-    return welch_p_value(self.variant.values(mixture, column), self.base.values(reference, column))
+    return p_value_between(self.variant, mixture, self.base, reference, column)
 
 
 def rate_variants(groups: Sequence[Group]) -> list[RateVariant]:

@@ -135,6 +135,12 @@ def group_section(group: aggregate.Group,
 TITLE_COLUMNS = (aggregate.RECALL_10, aggregate.COLUMNS[3], aggregate.COLUMNS[6])
 
 
+def _comparison_table_head(heading: str, intro: str, header: Sequence[str]) -> list[str]:
+  """Heading, explanatory paragraph and table header of a comparison section."""
+  return [f"### {heading}", "", intro, "", "| " + " | ".join(header) + " |",
+          "|" + "---|" * len(header)]
+
+
 def titles_section(pairs: Sequence[aggregate.TitlePair], split: str = "test") -> str:
   """Markdown comparing each mixture with and without item titles (settings otherwise equal).
 
@@ -145,13 +151,13 @@ def titles_section(pairs: Sequence[aggregate.TitlePair], split: str = "test") ->
   labels = [c.label for c in TITLE_COLUMNS]
   header = (["setting", "mixture", "n (titles / none)"]
             + [f"{label} titles / none" for label in labels] + ["R@10 without titles"])
-  lines = ["### Item text: with and without titles", "",
-           "The same setting with items shown as `<ID>: <title>` and as `<ID>` alone (the "
-           "`<dataset>_notitles` variant: same samples and split, several times shorter prompts, "
-           "so the same steps of packed rows show the model more samples). Means over seeds; "
-           f"\"R@10 without titles\" is the relative change of the mean {split} Recall@10 with "
-           "Welch's p where both have >= 2 seeds.", "",
-           "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+  lines = _comparison_table_head(
+      "Item text: with and without titles",
+      "The same setting with items shown as `<ID>: <title>` and as `<ID>` alone (the "
+      "`<dataset>_notitles` variant: same samples and split, several times shorter prompts, "
+      "so the same steps of packed rows show the model more samples). Means over seeds; "
+      f"\"R@10 without titles\" is the relative change of the mean {split} Recall@10 with "
+      "Welch's p where both have >= 2 seeds.", header)
   for pair in pairs:
     for mixture in pair.mixtures:
       stats = [(pair.titled.stat(mixture, c), pair.untitled.stat(mixture, c))
@@ -173,13 +179,13 @@ def rates_section(variants: Sequence[aggregate.RateVariant], split: str = "test"
   labels = [c.label for c in TITLE_COLUMNS]
   header = (["setting", "rates", "mixture", "n"] + labels
             + ["R@10 vs same mixture, default rates", "R@10 vs rec_only, default rates"])
-  lines = ["### Mixing rates", "",
-           "Runs of a setting with extra `seqio_tasks.mixing_rates` bindings (seqio_tasks/rates.py) "
-           "against the same setting at the default rates, where every task has rate 1.0, so each "
-           "of a mixture's k tasks gives 1/k of its samples. Means over seeds; the last columns are "
-           f"the relative change of the mean {split} Recall@10, with Welch's p where both have "
-           ">= 2 seeds.", "",
-           "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+  lines = _comparison_table_head(
+      "Mixing rates",
+      "Runs of a setting with extra `seqio_tasks.mixing_rates` bindings (seqio_tasks/rates.py) "
+      "against the same setting at the default rates, where every task has rate 1.0, so each "
+      "of a mixture's k tasks gives 1/k of its samples. Means over seeds; the last columns are "
+      f"the relative change of the mean {split} Recall@10, with Welch's p where both have "
+      ">= 2 seeds.", header)
   for variant in variants:
     rates = " ".join(f"`{r}`" for r in variant.rates)
     for mixture in variant.variant.mixtures:
