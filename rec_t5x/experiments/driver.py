@@ -13,6 +13,13 @@ run stops the grid; the report is still written from the finished runs and the e
 Paths given on the command line are relative to the working directory; the defaults are inside
 the repository.
 
+Every finished run is also copied into the report's ledger (`--ledger_dir`, default
+`<plots_dir>/runs`, i.e. docs/results/runs/; rec_t5x/experiments/ledger.py): its record and ranked
+lists, a few hundred kilobytes, committed with the report. The report is built from the runs
+directory and the ledger together, so a fresh clone regenerates it (`--report_only`) without the
+run directories, and runs made on other machines are never dropped from it. A run the ledger
+holds counts as finished and is skipped (`--rerun_recorded` trains it again on this machine).
+
 Tuning: `--eval_split validation` evaluates on the validation split and reports to docs/tuning.md
 (docs/tuning/ for plots); settings are chosen there, and only the chosen ones are run on test for
 docs/results.md. A trained run is shared: evaluating it on the other split does not retrain it.
@@ -30,6 +37,7 @@ from rec_t5x.experiments import aggregate
 from rec_t5x.experiments import baselines as baselines_lib
 from rec_t5x.experiments import commands
 from rec_t5x.experiments import grid as grid_lib
+from rec_t5x.experiments import ledger
 from rec_t5x.experiments import plots as plots_lib
 from rec_t5x.experiments import report as report_lib
 from rec_t5x.experiments import retrieval_lists
@@ -97,6 +105,14 @@ def build_parser() -> argparse.ArgumentParser:
                  help="report path (default docs/results.md, or docs/tuning.md for validation)")
   p.add_argument("--plots_dir", type=pathlib.Path, default=None,
                  help="plots folder (default docs/results/, or docs/tuning/ for validation)")
+  p.add_argument("--ledger_dir", type=pathlib.Path, default=None,
+                 help="committed copies of the finished runs' records and ranked lists, read "
+                      "with --runs_dir for the report (default <plots_dir>/runs: "
+                      "docs/results/runs/, docs/tuning/runs/)")
+  p.add_argument("--rerun_recorded", action="store_true",
+                 help="train and evaluate on this machine the runs that only the ledger holds "
+                      "(a reproduction; their ledger copy is then replaced by the new record), "
+                      "instead of skipping them as finished")
   p.add_argument("--report_all_runs", action="store_true",
                  help="report every run under --runs_dir evaluated on the split, not only the "
                       "grid's (e.g. a tuning report over several invocations)")
@@ -161,7 +177,7 @@ def _relative(path: pathlib.Path, start: pathlib.Path) -> str:
 
 def write_outputs(records: list[dict[str, Any]], baselines: dict[str, Any], *,
                   results: pathlib.Path, plots_dir: pathlib.Path, command: str,
-                  planned: int | None, split: str = "test") -> pathlib.Path:
+                  planned: int | None, split: str = "test", sources: str = "") -> pathlib.Path:
   """Plots and the report from `records`; returns the report's path."""
   groups = aggregate.group_records(records)
   plots = [(caption, _relative(path, results.parent))
@@ -172,7 +188,8 @@ def write_outputs(records: list[dict[str, Any]], baselines: dict[str, Any], *,
                                          baselines.get(group.setting["dataset"]) or {}, split)
 
   body = report_lib.render(records, baselines, command=command, generated=runner.utc_now(),
-                           planned=planned, plots=plots, split=split, group_extra=top_lists)
+                           planned=planned, plots=plots, split=split, group_extra=top_lists,
+                           sources=sources)
   return report_lib.write(results, body)
 
 
@@ -190,9 +207,18 @@ def main(argv: Sequence[str] | None = None) -> int:
   run_dirs = [spec.run_dir(runs_dir) for spec in specs]
   print(f"[experiment] grid {grid.name}: {len(specs)} runs of {grid.train_steps} steps x batch "
         f"{grid.batch_size} under {runs_dir}")
+  split = grid.eval_split
+  plots_dir = args.plots_dir or DEFAULT_PLOTS_DIR[split]
+  ledger_dir = (args.ledger_dir or ledger.default_dir(plots_dir)).resolve()
+
+  def recorded_elsewhere(spec: grid_lib.RunSpec, run_dir: pathlib.Path) -> bool:
+    return (not args.rerun_recorded and not runner.is_done(spec, run_dir)
+            and ledger.holds(spec, ledger_dir))
+
   if args.dry_run:
     for spec, run_dir in zip(specs, run_dirs):
-      print(f"  {_state(spec, run_dir):<22} {spec.dataset}/{spec.model}/{spec.mixture} seed "
+      state = "done (ledger)" if recorded_elsewhere(spec, run_dir) else _state(spec, run_dir)
+      print(f"  {state:<22} {spec.dataset}/{spec.model}/{spec.mixture} seed "
             f"{spec.seed}: {run_dir}")
     return 0
   baselines_root = args.baselines_dir or baselines_lib.default_root()
@@ -210,23 +236,36 @@ def main(argv: Sequence[str] | None = None) -> int:
       rows = runner.VocabRows()
       for i, spec in enumerate(specs, 1):
         print(f"[experiment] run {i}/{len(specs)}")
-        runner.run_one(spec, runs_dir, executor=execute, num_embeddings=rows)
+        if recorded_elsewhere(spec, spec.run_dir(runs_dir)):
+          print(f"[experiment] in the ledger, skipped (--rerun_recorded trains it here): "
+                f"{spec.run_dir(ledger_dir)}")
+          continue
+        record = runner.run_one(spec, runs_dir, executor=execute, num_embeddings=rows)
+        ledger.export(record, spec.run_dir(runs_dir), ledger_dir)
     except runner.CommandFailed as e:
       print(f"[experiment] FAILED: {e}", file=sys.stderr)
       status = 1
-  split = grid.eval_split
-  grid_records = runner.load_records(run_dirs, specs)
+  local = runner.find_records(runs_dir, split)
+  exported = ledger.export_all(local, ledger_dir)
+  grid_records = ledger.grid_records(specs, runs_dir, ledger_dir)
   if args.report_all_runs:
-    records = runner.find_records(runs_dir, split)
+    records = ledger.merge(local, runner.find_records(ledger_dir, split))
     datasets = tuple(dict.fromkeys(r["spec"]["dataset"] for r in records)) or grid.datasets
     planned = None
   else:
     records, datasets, planned = grid_records, grid.datasets, len(specs)
   baselines = baselines_lib.read_all(baselines_root, datasets)
+  exported += ledger.export_baselines(baselines, ledger_dir)
+  baselines = ledger.fill_baselines(baselines, ledger_dir)
   command = commands.shell(["python", "scripts/run_experiment.py", *argv])
-  path = write_outputs(records, baselines, results=args.results or DEFAULT_RESULTS[split],
-                       plots_dir=args.plots_dir or DEFAULT_PLOTS_DIR[split], command=command,
-                       planned=planned, split=split)
+  results = args.results or DEFAULT_RESULTS[split]
+  on_machine = sum(1 for r in records if not ledger.inside(r["run_dir"], ledger_dir))
+  sources = (f"Run records: {_relative(ledger_dir, results.parent)}/ (the ledger, committed with "
+             f"this report), {on_machine} of the {len(records)} runs also in run directories on "
+             "the machine that wrote it.")
+  path = write_outputs(records, baselines, results=results, plots_dir=plots_dir, command=command,
+                       planned=planned, split=split, sources=sources)
   print(f"[experiment] {len(grid_records)}/{len(specs)} runs of the grid complete; report "
-        f"({len(records)} runs): {path}")
+        f"({len(records)} runs, {len(records) - on_machine} from the ledger only): {path}; "
+        f"ledger {ledger_dir}: {len(exported)} files or baseline folders written")
   return status

@@ -10,7 +10,8 @@ how one tells a model that learned personal preferences from one that learned it
 
 Inputs are the files the runs already write: a T5 run's retrieval predictions
 (`<eval dir>/predictions/<task>.retrieval.jsonl`, one JSON object per example with `key` =
-user << 24 | position and `retrieved` = public item IDs, best first; rec_t5x/eval.py) and a
+user << 24 | position and `retrieved` = public item IDs, best first; rec_t5x/eval.py; or its
+gzipped copy in the report's ledger) and a
 baseline's `topk.npz` / Pop's `embeddings.npz` (rec_t5x/baselines/outputs.py). Popularity is Pop's
 `item_counts` (training interactions), so the statistics need no dataset load. The same counts
 order each ranking example's candidates (`<eval dir>/predictions/<task>.ranking.jsonl`, field
@@ -22,6 +23,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping, Sequence
 import dataclasses
 import functools
+import gzip
 import json
 import os
 import pathlib
@@ -155,8 +157,13 @@ def baseline_recall_on_users(baseline_dir: str | os.PathLike, users: set[int], s
 
 def find_predictions(eval_dir: str | os.PathLike,
                      pattern: str = PREDICTIONS_GLOB) -> pathlib.Path | None:
-  """The retrieval (or `pattern`) predictions file of an eval output dir, None when there is none."""
-  found = sorted((pathlib.Path(eval_dir) / "predictions").glob(pattern))
+  """The retrieval (or `pattern`) predictions file of an eval output dir, None when there is none.
+
+  A gzipped copy (`<name>.gz`, as the report's ledger keeps them, rec_t5x/experiments/ledger.py)
+  is found as well; a folder holding both a file and its gzipped copy is ambiguous.
+  """
+  folder = pathlib.Path(eval_dir) / "predictions"
+  found = sorted([*folder.glob(pattern), *folder.glob(pattern + ".gz")])
   if len(found) > 1:
     raise ValueError(f"{eval_dir}/predictions: several {pattern} files {[p.name for p in found]}")
   return found[0] if found else None
@@ -169,7 +176,8 @@ def _parsed_lines(path: str | os.PathLike, parse: Callable[[dict], T],
   Raises:
     ValueError: naming the file, the line and `expected` when a line does not parse.
   """
-  with open(path, encoding="utf-8") as f:
+  opener = gzip.open if str(path).endswith(".gz") else open
+  with opener(path, "rt", encoding="utf-8") as f:
     for line_number, line in enumerate(f, 1):
       if not line.strip():
         continue

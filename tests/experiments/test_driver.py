@@ -143,6 +143,7 @@ def test_failed_run_still_writes_the_report_and_exits_1(tmp_path, monkeypatch):
     calls.append(spec.mixture)
     if spec.mixture == "rec_mim":
       raise runner.CommandFailed("exit status 1: python -m rec_t5x.train ...")
+    return fakes.record(spec, 0.1)
 
   monkeypatch.setattr(runner, "run_one", fake_run_one)
   results = tmp_path / "results.md"

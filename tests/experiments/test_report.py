@@ -1,5 +1,6 @@
 """Tests for rec_t5x.experiments.report: Markdown from fake run.json files, Discussion kept."""
 from rec_t5x.experiments import baselines as baselines_lib
+from rec_t5x.experiments import grid as grid_lib
 from rec_t5x.experiments import report
 from rec_t5x.experiments import runner
 from tests.experiments import fakes
@@ -126,3 +127,9 @@ def test_rates_section_compares_each_rate_variant_with_its_default_rate_setting(
 
 def test_rates_section_is_left_out_without_rate_bindings(tmp_path):
   assert "### Mixing rates" not in _render(_records(tmp_path), {})
+
+
+def test_baseline_results_root_is_shown_relative_to_the_repository_when_inside_it(tmp_path):
+  in_ledger = grid_lib.REPO_ROOT / "docs" / "results" / "runs" / "baselines" / "ml100k" / "pop"
+  assert report._shown_path(str(in_ledger)) == "docs/results/runs/baselines/ml100k"
+  assert report._shown_path(str(tmp_path / "ml100k" / "pop")) == str(tmp_path / "ml100k")
