@@ -12,6 +12,7 @@ from rec_t5x.experiments import runner
 from tests.experiments import fakes
 
 RETRIEVAL = '{"key": 0, "retrieved": [10, 11]}\n{"key": 16777216, "retrieved": [12, 13]}\n'
+PROMPT = ', "inputs": "Sequence of past interactions: <i3>; <i7>.", "retrieved_log_probs": [-1.5, -2]'
 RANKING = ('{"key": 0, "ranked": [13, 10], "targets": "<i10>"}\n'
            '{"key": 16777216, "ranked": [12, 11], "targets": "<i12>"}\n')
 
@@ -20,7 +21,8 @@ def _run_with_predictions(runs_dir, spec, recall10):
   run_dir = fakes.write_run(runs_dir, spec, recall10)
   predictions = commands.eval_dir(run_dir, spec.eval_split) / "predictions"
   predictions.mkdir(parents=True)
-  (predictions / "rec_t5x.ml100k.retrieval.jsonl").write_text(RETRIEVAL)
+  # What rec_t5x.eval writes besides the fields the report reads is left out of the ledger.
+  (predictions / "rec_t5x.ml100k.retrieval.jsonl").write_text(RETRIEVAL.replace("}", PROMPT + "}"))
   (predictions / "rec_t5x.ml100k.ranking.jsonl").write_text(RANKING)
   (predictions / "rec_t5x.ml100k.rating.jsonl").write_text('{"key": 0}\n')  # not needed
   return run_dir
@@ -37,7 +39,7 @@ def test_export_mirrors_the_run_directory_and_rewrites_nothing_unchanged(tmp_pat
       "run.json", "test_eval/predictions/rec_t5x.ml100k.ranking.jsonl.gz",
       "test_eval/predictions/rec_t5x.ml100k.retrieval.jsonl.gz"]
   assert gzip.decompress((predictions / "rec_t5x.ml100k.retrieval.jsonl.gz").read_bytes()
-                         ).decode() == RETRIEVAL
+                         ).decode() == RETRIEVAL.replace(" ", "")
   stored = fakes.read(entry / "run.json")
   assert "run_dir" not in stored and stored["metrics"] == record["metrics"]
   before = {p: p.read_bytes() for p in entry.rglob("*") if p.is_file()}
@@ -161,3 +163,14 @@ def test_dry_run_names_runs_held_by_the_ledger(tmp_path, capsys):
                       str(tmp_path / "ledger"), "--dry_run"]) == 0
   out = capsys.readouterr().out
   assert "done (ledger)" in out and "new" in out
+
+
+def test_export_names_the_line_of_a_malformed_predictions_file(tmp_path):
+  spec = fakes.spec()
+  run_dir = _run_with_predictions(tmp_path / "runs", spec, 0.1)
+  retrieval = commands.eval_dir(run_dir) / "predictions" / "rec_t5x.ml100k.retrieval.jsonl"
+  retrieval.write_text('{"key": 0, "retrieved": [10]}\n\n{"key": 1}\n')
+  (record,) = runner.load_records([run_dir], [spec])
+  with pytest.raises(ValueError, match=r"retrieval.jsonl:3: expected a JSON object with fields "
+                                       r"key, retrieved"):
+    ledger.export(record, run_dir, tmp_path / "ledger")
