@@ -260,7 +260,9 @@ def main(argv: Sequence[str] | None = None) -> int:
   command = commands.shell(["python", "scripts/run_experiment.py", *argv])
   results = args.results or DEFAULT_RESULTS[split]
   on_machine = sum(1 for r in records if not ledger.inside(r["run_dir"], ledger_dir))
-  sources = (f"Run records: {_relative(ledger_dir, results.parent)}/ (the ledger, committed with "
+  shown = (_relative(ledger_dir, results.parent) if ledger.inside(ledger_dir, results.parent)
+           else os.fspath(ledger_dir))
+  sources = (f"Run records: {shown}/ (the ledger, committed with "
              f"this report), {on_machine} of the {len(records)} runs also in run directories on "
              "the machine that wrote it.")
   path = write_outputs(records, baselines, results=results, plots_dir=plots_dir, command=command,
