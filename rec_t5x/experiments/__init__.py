@@ -8,6 +8,7 @@ dataset's `rec_only` mixture, and writes a Markdown report and PNG plots. Module
   commands.py   the exact train / eval / vocabulary / baseline command lines of a run (pure)
   runner.py     runs one spec through subprocesses: skip finished runs, resume, write run.json
   ledger.py     committed copies of finished runs (record + ranked lists) the report is built from
+  provenance.py the commit, uncommitted code changes and package versions a record was made with
   vocab.py      `python -m rec_t5x.experiments.vocab`: a dataset's vocabulary size -> NUM_EMBEDDINGS
   events.py     scalar curves (training loss) read back from TensorBoard event files
   baselines.py  the classical baselines' test metrics (read, or run when asked)

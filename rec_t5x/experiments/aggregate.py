@@ -355,8 +355,15 @@ def format_gain(gain: float | None, p: float | None = None) -> str:
   return f"{gain:+.1f}%" + (f" ({format_p_value(p)})" if p is not None else "")
 
 
-def _noise_note(best_name: str, best: Stat, base: Stat) -> str:
-  """How the gap compares with the seed standard deviations that exist."""
+SIGNIFICANCE_LEVEL = 0.05
+
+
+def _noise_note(best_name: str, best: Stat, base: Stat, welch_p: float | None) -> str:
+  """What the seeds say about the gap: the Welch t-test's verdict at `SIGNIFICANCE_LEVEL` where
+  both mixtures have >= 2 seeds, else how the gap compares with the one spread there is."""
+  if welch_p is not None:
+    verdict = "significant" if welch_p < SIGNIFICANCE_LEVEL else "not significant"
+    return f"the gap is {verdict} at the {SIGNIFICANCE_LEVEL:.0%} level"
   spreads = {name: st.std for name, st in ((best_name, best),
                                             (grid_lib.BASELINE_MIXTURE, base))
              if st.std is not None}
@@ -420,10 +427,11 @@ def headline(group: Group, baselines: Mapping[str, Mapping[str, Any] | None] | N
     gain = "n/a (rec_only is 0)"
   verdict = ("best mixture" if others[best].mean > base.mean
              else "no auxiliary mixture beats rec_only; best auxiliary mixture")
+  welch_p = group.p_value(best)
   tests = [f"{name} {format_p_value(p)}" for name, p in (
-      ("Welch t-test", group.p_value(best)), ("Mann-Whitney U test", group.rank_p_value(best)))
+      ("Welch t-test", welch_p), ("Mann-Whitney U test", group.rank_p_value(best)))
              if p is not None]
   test_text = f" ({'; '.join(tests)})" if tests else ""
   return (head + f"{verdict} {best}: {split} R@10 {format_stat(others[best])} (n={others[best].n}) vs "
           f"rec_only {format_stat(base)} (n={base.n}), relative gain {gain}; "
-          f"{_noise_note(best, others[best], base)}{test_text}{fewer_text}" + tail)
+          f"{_noise_note(best, others[best], base, welch_p)}{test_text}{fewer_text}" + tail)

@@ -249,11 +249,16 @@ def main(argv: Sequence[str] | None = None) -> int:
   exported = ledger.export_all(local, ledger_dir)
   grid_records = ledger.grid_records(specs, runs_dir, ledger_dir)
   if args.report_all_runs:
-    records = ledger.merge(local, runner.find_records(ledger_dir, split))
+    records, stale = runner.split_current(
+        ledger.merge(local, runner.find_records(ledger_dir, split)))
+    for record in stale:
+      print(f"[experiment] left out of the report, trained under an earlier training revision "
+            f"(key {record.get('key')} is no longer its spec's): {record['run_dir']}")
     datasets = tuple(dict.fromkeys(r["spec"]["dataset"] for r in records)) or grid.datasets
     planned = None
   else:
     records, datasets, planned = grid_records, grid.datasets, len(specs)
+    stale = []
   baselines = baselines_lib.read_all(baselines_root, datasets)
   exported += ledger.export_baselines(baselines, ledger_dir)
   baselines = ledger.fill_baselines(baselines, ledger_dir)
@@ -264,7 +269,9 @@ def main(argv: Sequence[str] | None = None) -> int:
            else os.fspath(ledger_dir))
   sources = (f"Run records: {shown}/ (the ledger, committed with "
              f"this report), {on_machine} of the {len(records)} runs also in run directories on "
-             "the machine that wrote it.")
+             "the machine that wrote it."
+             + (f" {len(stale)} runs trained under an earlier training revision are left out."
+                if stale else ""))
   path = write_outputs(records, baselines, results=results, plots_dir=plots_dir, command=command,
                        planned=planned, split=split, sources=sources)
   print(f"[experiment] {len(grid_records)}/{len(specs)} runs of the grid complete; report "

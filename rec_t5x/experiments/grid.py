@@ -45,6 +45,12 @@ EVAL_SPLITS = ("test", "validation")
 CONTROLLED_MACROS = frozenset({
     "MODEL_DIR", "MIXTURE_OR_TASK_NAME", "TASK_FEATURE_LENGTHS", "TRAIN_STEPS", "BATCH_SIZE",
     "RANDOM_SEED", "NUM_EMBEDDINGS", "INITIAL_CHECKPOINT_PATH", "CHECKPOINT_PERIOD"})
+# What an unchanged spec trains can change with the code (sample order, initialisation, loss).
+# Bump this when a change does, so that the runs of the old code get other keys: the driver then
+# trains them again instead of skipping them, and the report leaves the old records out
+# (`RunSpec.current`). Revision 1 (the stateless per-epoch sample order of commit 84e4e33) is not
+# written into the identity, so the keys made before this field existed stay valid.
+TRAINING_REVISION = 1
 _NAME_RE = re.compile(r"^[A-Za-z0-9_]+$")
 _BINDING_RE = re.compile(r"^([A-Za-z_][\w./]*)\s*=\s*(\S.*)$", re.DOTALL)
 
@@ -224,16 +230,24 @@ class RunSpec:
     check_schedule(self.gin_bindings, self.train_steps, "RunSpec")
 
   def identity(self) -> dict[str, Any]:
-    """The fields that decide what is trained (all but `decode_max_examples` and `eval_split`)."""
+    """The fields that decide what is trained (all but `decode_max_examples` and `eval_split`),
+    plus the code's `TRAINING_REVISION` from revision 2 on."""
     out = dataclasses.asdict(self)
     del out["decode_max_examples"], out["eval_split"]
     out["gin_bindings"] = list(self.gin_bindings)
+    if TRAINING_REVISION != 1:
+      out["training_revision"] = TRAINING_REVISION
     return out
 
   def key(self) -> str:
     """10 hex digits of SHA-256 over the identity (stable across processes and machines)."""
     text = json.dumps(self.identity(), sort_keys=True)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:10]
+
+  def current(self, key: str | None) -> bool:
+    """Whether a record's stored `key` is this spec's key under the present code (a record with
+    another key was trained under an earlier `TRAINING_REVISION`)."""
+    return key == self.key()
 
   def run_dir(self, runs_dir: str | os.PathLike) -> pathlib.Path:
     """`<runs_dir>/<dataset>/<model>/<mixture>/seed<S>-steps<N>-bs<B>-<key>`."""

@@ -20,6 +20,7 @@ from rec_t5x import durations
 from rec_t5x.experiments import aggregate
 from rec_t5x.experiments import baselines as baselines_lib
 from rec_t5x.experiments import grid as grid_lib
+from rec_t5x.experiments import provenance
 
 Baselines = Mapping[str, Mapping[str, Mapping[str, Any] | None]]
 DISCUSSION_HEADING = "## Discussion"
@@ -126,8 +127,9 @@ def group_section(group: aggregate.Group,
   if extra_lines:
     lines += [*extra_lines, ""]
   lines += ["Runs:", "",
-            "| mixture | seed | steps | train | eval | final train loss | finished (UTC) | run |",
-            "|---|---|---|---|---|---|---|---|"]
+            "| mixture | seed | steps | train | eval | final train loss | finished (UTC) | run | "
+            "commit |",
+            "|---|---|---|---|---|---|---|---|---|"]
   for mixture in group.mixtures:
     for record in group.runs[mixture]:
       losses = (record.get("train_curve") or {}).get("loss") or []
@@ -136,7 +138,8 @@ def group_section(group: aggregate.Group,
           f"| {mixture} | {record['spec']['seed']} | {record.get('eval_step', '?')} | "
           f"{durations.format_duration(record.get('train_seconds'))} | "
           f"{durations.format_duration(record.get('eval_seconds'))} | {loss} | "
-          f"{record.get('date', '?')} | `{record.get('key', '?')}` |")
+          f"{record.get('date', '?')} | `{record.get('key', '?')}` | "
+          f"{provenance.short_commit(record)} |")
   return "\n".join(lines)
 
 
@@ -232,9 +235,12 @@ outputs scored at the far end of the scale) and of the expected rating under the
 Cells are mean ± sample standard deviation over seeds (n = seeds); one value when n = 1. "R@10 vs
 rec_only" is the relative change of the mean {split} Recall@10 against `rec_only`, with the two-sided
 Welch t-test p of the seeds' values against `rec_only`'s where both have >= 2 seeds (the headline adds
-the two-sided Mann-Whitney U test, which does not assume normally distributed seeds). The T5 runs decode
+the two-sided Mann-Whitney U test, which does not assume normally distributed seeds; it calls a gap
+significant at Welch p < 0.05). The T5 runs decode
 the seeded subset of {split} users listed per setting; the baselines rank all items for all users.
 Training losses average over each mixture's own tasks, so compare their shapes, not their levels.
+In the runs' tables, "commit" is the checkout a run was recorded from ("+": with uncommitted changes
+to the code; "–": recorded before runs kept it).
 """
 
 

@@ -14,7 +14,8 @@ States of a run directory (`RunSpec.run_dir`), for the spec's evaluation split:
 run.json: {"spec", "key", "status": "complete", "metrics" (eval_metrics.json "tasks": task ->
 metric -> value), "eval_step", "train_seconds" (summed over every train attempt, see
 timing.json), "eval_seconds", "train_curve" {"step", "loss"} (TensorBoard), "commands" (shell
-lines and argv), "num_embeddings", "date" (UTC, ISO 8601), "machine"}. It is written atomically
+lines and argv), "num_embeddings", "date" (UTC, ISO 8601), "machine", "code" (commit, uncommitted
+changes, training revision, package versions: provenance.py)}. It is written atomically
 after a successful evaluation, so its presence means the run finished. The subprocesses' output is
 echoed and kept in `<run_dir>/train.log` and `eval.log`.
 """
@@ -36,6 +37,7 @@ from typing import Any, Protocol
 from rec_t5x.experiments import commands
 from rec_t5x.experiments import events
 from rec_t5x.experiments import grid as grid_lib
+from rec_t5x.experiments import provenance
 
 RUN_FILE = "run.json"  # the test split's record; see record_file
 TIMING_FILE = "timing.json"
@@ -248,6 +250,7 @@ def _write_record(spec: grid_lib.RunSpec, run_dir: pathlib.Path, train: list[str
       "commands": {"train": commands.shell(train, prefix), "eval": commands.shell(evaluate, prefix),
                    "train_argv": train, "eval_argv": evaluate},
       "num_embeddings": rows, "date": utc_now(), "machine": machine_info(),
+      "code": provenance.code_info(),
   }
   write_json(run_dir / record_file(spec.eval_split), record)
   return record
@@ -279,6 +282,20 @@ def load_records(run_dirs: Sequence[pathlib.Path],
     if specs is None or record.get("spec") == specs[i].to_dict():
       records.append({**record, "run_dir": os.fspath(run_dir)})
   return records
+
+
+def split_current(records: Sequence[dict[str, Any]]
+                  ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+  """(records of the present code, records whose key is no longer their spec's key).
+
+  A run trained before `grid.TRAINING_REVISION` was bumped keeps its old key; mixing it with
+  runs of the new code would average two different experiments under one setting.
+  """
+  current, stale = [], []
+  for record in records:
+    spec = grid_lib.RunSpec.from_dict(record["spec"])
+    (current if spec.current(record.get("key")) else stale).append(record)
+  return current, stale
 
 
 def find_records(runs_dir: str | os.PathLike, split: str = "test") -> list[dict[str, Any]]:

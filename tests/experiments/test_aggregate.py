@@ -143,8 +143,8 @@ def test_headline_best_mixture_vs_rec_only_with_baselines():
   text = aggregate.headline(group, baselines)
   assert text == (
       "ML-100K / tiny (4 steps x batch 2): best mixture rec_mim: test R@10 0.2500 ± 0.0500 (n=3) "
-      "vs rec_only 0.2000 ± 0.1000 (n=3), relative gain +25.0%; the gap is within one seed "
-      "standard deviation (Welch t-test p = 0.50; Mann-Whitney U test p = 0.65); baselines "
+      "vs rec_only 0.2000 ± 0.1000 (n=3), relative gain +25.0%; the gap is not significant at "
+      "the 5% level (Welch t-test p = 0.50; Mann-Whitney U test p = 0.65); baselines "
       "(test R@10): SASRec 0.1771, "
       "Pop 0.0859.")
 
@@ -163,7 +163,7 @@ def test_headline_compares_at_rec_only_seed_count_and_names_better_single_seeds(
   (group,) = aggregate.group_records(records)
   text = aggregate.headline(group, None)
   assert "best mixture rec_all: test R@10 0.2500 ± 0.0500 (n=3) vs rec_only" in text
-  assert ("relative gain +25.0%; the gap is within one seed standard deviation "
+  assert ("relative gain +25.0%; the gap is not significant at the 5% level "
           "(Welch t-test p = 0.50; Mann-Whitney U test p = 0.65); ") in text
   # rec_mlm (0.30) and rec_mim (0.40) beat rec_all's mean on one seed; rec_bpr does not.
   assert ("; higher means from fewer seeds: rec_mim 0.4000 (n=1), rec_mlm 0.3000 (n=1); "
@@ -172,6 +172,18 @@ def test_headline_compares_at_rec_only_seed_count_and_names_better_single_seeds(
   text = aggregate.headline(single, None)  # no mixture has 3 seeds: all compete
   assert "best mixture rec_mim: test R@10 0.5000 (n=1)" in text
   assert "the gap exceeds the seed standard deviation of rec_only; baselines" in text
+
+
+def test_headline_verdict_follows_the_welch_test_not_the_spread():
+  # Both gaps exceed both seed standard deviations; only the first passes the test at 5 %.
+  clear = _records({"rec_only": [0.10, 0.11, 0.12], "rec_mim": [0.20, 0.21, 0.22]})
+  (group,) = aggregate.group_records(clear)
+  assert "the gap is significant at the 5% level (Welch t-test p < 0.001" in aggregate.headline(group, None)
+  noisy = _records({"rec_only": [0.0944, 0.0933, 0.0891], "rec_mim": [0.0933, 0.0997, 0.0976]})
+  (group,) = aggregate.group_records(noisy)
+  text = aggregate.headline(group, None)
+  assert group.p_value("rec_mim") > 0.05
+  assert "relative gain +5.0%; the gap is not significant at the 5% level (Welch t-test p = 0.14" in text
 
 
 def test_headline_without_rec_only():

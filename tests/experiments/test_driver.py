@@ -178,3 +178,19 @@ def test_tuning_report_on_validation_collects_every_run_of_the_split(tmp_path):
   assert "baselines (validation R@10): SASRec 0.1800" in text  # the baseline's validation number
   assert "0.9000" not in text
   assert (tmp_path / "docs" / "tuning" / "recall_at_10.png").stat().st_size > 0
+
+
+def test_report_of_all_runs_leaves_out_runs_of_an_earlier_training_revision(tmp_path, monkeypatch,
+                                                                            capsys):
+  old_dir = fakes.write_run(tmp_path / "runs", fakes.spec(mixture="rec_mim"), 0.9)
+  monkeypatch.setattr(grid_lib, "TRAINING_REVISION", 2)
+  fakes.write_run(tmp_path / "runs", fakes.spec(mixture="rec_only"), 0.1)
+  results = tmp_path / "results.md"
+  assert driver.main(["--grid", "smoke", "--runs_dir", str(tmp_path / "runs"), "--results",
+                      str(results), "--plots_dir", str(tmp_path / "plots"), "--baselines_dir",
+                      str(tmp_path / "baselines"), "--report_only", "--report_all_runs"]) == 0
+  text = results.read_text()
+  assert "from 1 complete runs" in text and "only rec_only was run" in text
+  assert "1 runs trained under an earlier training revision are left out." in text
+  assert f"earlier training revision (key {old_dir.name[-10:]} is no longer its spec's): " in (
+      capsys.readouterr().out)

@@ -56,6 +56,16 @@ def test_run_dir_layout_and_stable_key():
   assert spec.key() == "6af9d15abf"
 
 
+def test_a_new_training_revision_gives_every_run_a_new_key(monkeypatch):
+  spec = fakes.spec(mixture="rec_mim", seed=2)
+  old_key = spec.key()
+  assert "training_revision" not in spec.identity()  # revision 1 keeps the keys made before it
+  monkeypatch.setattr(grid_lib, "TRAINING_REVISION", 2)
+  assert spec.identity()["training_revision"] == 2
+  assert spec.key() != old_key and spec.run_dir("/r").name.endswith(spec.key())
+  assert spec.current(spec.key()) and not spec.current(old_key)
+
+
 def test_spec_dict_round_trip_and_unknown_field():
   spec = fakes.spec(gin_bindings=("DROPOUT_RATE=0.1",))
   assert grid_lib.RunSpec.from_dict(spec.to_dict()) == spec

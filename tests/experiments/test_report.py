@@ -37,6 +37,11 @@ def test_report_tables_headline_and_missing_baselines(tmp_path):
           in text)
   assert "Baselines: not run" in text
   assert "| rec_mim | 1 | 4 | 1m05s | 7s | 3.0000 | 2026-11-26T10:00:00+00:00 |" in text
+  # No "code" in these records (as in runs recorded before it was kept): the commit is unknown.
+  assert f"| `{fakes.spec(mixture='rec_mim', seed=1).key()}` | – |" in text
+  records[0]["code"] = {"commit": "0123456789abcdef", "dirty": True}
+  assert f"| `{fakes.spec(mixture='rec_only', seed=0).key()}` | 0123456+ |" in _render(
+      records, baselines)
   assert "(requested: 4): retrieval 4, ranking 4, rating 4." in text
   assert "![Recall@10](results/recall_at_10.png)" in text
   assert "{" not in text.split("## Headline")[1].split("## Setup")[0]  # No template leftovers.

@@ -74,6 +74,8 @@ def test_new_run_trains_evaluates_and_writes_run_json(tmp_path):
   assert saved["num_embeddings"] == 2432 and saved["eval_step"] == 4
   assert saved["train_curve"] == {"step": [], "loss": []}  # The fake wrote no event file.
   assert saved["machine"]["nproc"] >= 1
+  assert saved["code"]["training_revision"] == 1 and saved["code"]["packages"]["jax"]
+  assert set(saved["code"]) == {"commit", "dirty", "training_revision", "packages"}
 
 
 def test_finished_run_is_skipped(tmp_path):
@@ -197,3 +199,11 @@ def test_validation_evaluation_has_its_own_record_and_reuses_the_training(tmp_pa
   assert runner.find_records(tmp_path, "validation") == [loaded]
   assert [r["eval_split"] for r in runner.find_records(tmp_path)] == ["test"]
   assert runner.load_records([run_dir], [validation_spec]) == [loaded]
+
+
+def test_split_current_sets_apart_records_of_an_earlier_training_revision(monkeypatch):
+  old = fakes.record(fakes.spec(seed=0), 0.1)
+  monkeypatch.setattr(runner.grid_lib, "TRAINING_REVISION", 2)
+  new = fakes.record(fakes.spec(seed=1), 0.2)
+  current, stale = runner.split_current([old, new])
+  assert current == [new] and stale == [old]

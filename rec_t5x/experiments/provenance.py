@@ -1,0 +1,72 @@
+"""Where a run came from: the code revision and package versions written into its record.
+
+A record names its machine (runner.machine_info); this module adds what the code was: the git
+commit of the checkout, whether the files that decide training (rec_t5x/, seqio_tasks/, gin/,
+scripts/, setup.py) had uncommitted changes, the training revision of `grid.TRAINING_REVISION`,
+and the versions of the packages that decide the numbers. The report prints the commit next to
+each run, so two runs with one key and different results can be told apart.
+
+Git is asked through `git` itself (no library of ours would add anything); outside a checkout, or
+without git, "commit" and "dirty" are None.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+import contextlib
+import importlib.metadata
+import os
+import pathlib
+import subprocess
+from typing import Any
+
+from rec_t5x.experiments import grid as grid_lib
+
+# Paths whose uncommitted changes can change what a run trains or how it is evaluated.
+CODE_PATHS = ("rec_t5x", "seqio_tasks", "gin", "scripts", "setup.py")
+# Distributions whose versions decide the numbers.
+PACKAGES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "seqio", "tensorflow",
+            "tensorflow-text", "sentencepiece", "numpy")
+
+
+def _git(args: Sequence[str], root: pathlib.Path) -> str | None:
+  """stdout of `git -C root <args>`, or None when git or the checkout is missing."""
+  with contextlib.suppress(OSError, subprocess.SubprocessError):
+    done = subprocess.run(["git", "-C", os.fspath(root), *args], capture_output=True, text=True,
+                          timeout=30, check=False)
+    if done.returncode == 0:
+      return done.stdout
+  return None
+
+
+def package_versions(names: Sequence[str] = PACKAGES) -> dict[str, str | None]:
+  """Installed version of each distribution (None when it is not installed)."""
+  versions = {}
+  for name in names:
+    try:
+      versions[name] = importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+      versions[name] = None
+  return versions
+
+
+def code_info(root: str | os.PathLike = grid_lib.REPO_ROOT) -> dict[str, Any]:
+  """{"commit", "dirty", "training_revision", "packages"} of the checkout at `root`.
+
+  "dirty" is True when a file under `CODE_PATHS` differs from the commit (untracked files
+  included); changes elsewhere, such as the ledger the driver is writing, do not count.
+  """
+  root = pathlib.Path(root)
+  commit = _git(["rev-parse", "HEAD"], root)
+  status = _git(["status", "--porcelain", "--", *CODE_PATHS], root) if commit else None
+  return {"commit": commit.strip() if commit else None,
+          "dirty": bool(status.strip()) if status is not None else None,
+          "training_revision": grid_lib.TRAINING_REVISION,
+          "packages": package_versions()}
+
+
+def short_commit(record: dict[str, Any]) -> str:
+  """'abc1234', 'abc1234+' (uncommitted code changes) or '–' (a record from before provenance)."""
+  code = record.get("code") or {}
+  if not code.get("commit"):
+    return "–"
+  return code["commit"][:7] + ("+" if code.get("dirty") else "")

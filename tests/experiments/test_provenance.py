@@ -1,0 +1,58 @@
+"""Tests for rec_t5x.experiments.provenance: commit, uncommitted code changes, package versions."""
+import shutil
+import subprocess
+
+import pytest
+
+from rec_t5x.experiments import grid as grid_lib
+from rec_t5x.experiments import provenance
+
+needs_git = pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
+
+
+def _git(root, *args):
+  subprocess.run(["git", "-C", str(root), *args], check=True, capture_output=True)
+
+
+@needs_git
+def test_commit_and_only_code_changes_make_a_checkout_dirty(tmp_path):
+  (tmp_path / "rec_t5x").mkdir()
+  (tmp_path / "rec_t5x" / "model.py").write_text("x = 1\n")
+  (tmp_path / "docs").mkdir()
+  (tmp_path / "docs" / "results.md").write_text("# results\n")
+  _git(tmp_path, "init", "-q")
+  _git(tmp_path, "add", ".")
+  _git(tmp_path, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "first")
+  head = subprocess.run(["git", "-C", str(tmp_path), "rev-parse", "HEAD"], check=True,
+                        capture_output=True, text=True).stdout.strip()
+  info = provenance.code_info(tmp_path)
+  assert info["commit"] == head and info["dirty"] is False
+  assert info["training_revision"] == grid_lib.TRAINING_REVISION
+  # The driver writes the ledger and the report while runs go on: not a code change.
+  (tmp_path / "docs" / "results.md").write_text("# results, regenerated\n")
+  (tmp_path / "docs" / "new.md").write_text("new\n")
+  assert provenance.code_info(tmp_path)["dirty"] is False
+  (tmp_path / "rec_t5x" / "model.py").write_text("x = 2\n")
+  assert provenance.code_info(tmp_path)["dirty"] is True
+  _git(tmp_path, "checkout", "--", "rec_t5x/model.py")
+  (tmp_path / "gin").mkdir()
+  (tmp_path / "gin" / "extra.gin").write_text("X = 1\n")  # untracked code counts too
+  assert provenance.code_info(tmp_path)["dirty"] is True
+
+
+def test_outside_a_checkout_commit_and_dirty_are_unknown(tmp_path):
+  info = provenance.code_info(tmp_path)
+  assert info["commit"] is None and info["dirty"] is None
+
+
+def test_package_versions_name_installed_and_missing_distributions():
+  versions = provenance.package_versions(("jax", "no-such-distribution-rec-t5x"))
+  assert versions["jax"].count(".") >= 1
+  assert versions["no-such-distribution-rec-t5x"] is None
+
+
+def test_short_commit():
+  assert provenance.short_commit({"code": {"commit": "0123456789abcdef", "dirty": False}}) == "0123456"
+  assert provenance.short_commit({"code": {"commit": "0123456789abcdef", "dirty": True}}) == "0123456+"
+  assert provenance.short_commit({}) == "–"
+  assert provenance.short_commit({"code": {"commit": None, "dirty": None}}) == "–"
