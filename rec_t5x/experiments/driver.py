@@ -228,6 +228,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     runner.execute(command, env=env, log_path=log_path, echo=echo)
 
   status = 0
+  exported: list[pathlib.Path] = []  # ledger files written, by the runs and by the final sweep
   if not args.report_only:
     try:
       if args.run_baselines:
@@ -241,12 +242,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"{spec.run_dir(ledger_dir)}")
           continue
         record = runner.run_one(spec, runs_dir, executor=execute, num_embeddings=rows)
-        ledger.export(record, spec.run_dir(runs_dir), ledger_dir)
+        exported += ledger.export(record, spec.run_dir(runs_dir), ledger_dir)
     except runner.CommandFailed as e:
       print(f"[experiment] FAILED: {e}", file=sys.stderr)
       status = 1
   local = runner.find_records(runs_dir, split)
-  exported = ledger.export_all(local, ledger_dir)
+  exported += ledger.export_all(local, ledger_dir)
   grid_records = ledger.grid_records(specs, runs_dir, ledger_dir)
   if args.report_all_runs:
     records, stale = runner.split_current(

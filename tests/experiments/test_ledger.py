@@ -136,7 +136,8 @@ def test_baselines_are_kept_cut_to_what_the_report_reads(tmp_path):
   assert filled["ml100k_atomic"]["sasrec"] is None
 
 
-def test_the_driver_skips_runs_the_ledger_holds_unless_asked_to_rerun(tmp_path, monkeypatch):
+def test_the_driver_skips_runs_the_ledger_holds_unless_asked_to_rerun(tmp_path, monkeypatch,
+                                                                      capsys):
   ledger_dir = tmp_path / "ledger"
   fakes.write_run(ledger_dir, fakes.spec(), 0.1)  # smoke's rec_only, finished elsewhere
   calls = []
@@ -153,6 +154,9 @@ def test_the_driver_skips_runs_the_ledger_holds_unless_asked_to_rerun(tmp_path, 
   assert calls == ["rec_mim"]
   assert "from 2 of 2 complete runs" in (tmp_path / "r.md").read_text()
   assert ledger.holds(fakes.spec(mixture="rec_mim"), ledger_dir)  # exported when it finished
+  # The closing line counts what the runs exported, not only the final sweep (which finds it done).
+  assert f"ledger {ledger_dir.resolve()}: 1 files or baseline folders written" in (
+      capsys.readouterr().out)
   assert driver.main([*flags, "--rerun_recorded"]) == 0
   assert calls == ["rec_mim", "rec_only", "rec_mim"]
 
