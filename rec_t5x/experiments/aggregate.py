@@ -339,6 +339,61 @@ def rate_variants(groups: Sequence[Group]) -> list[RateVariant]:
           if (k := key(g, True)) is not None and k in bases]
 
 
+DECAY_STEPS_BINDING = "optimizers.LearningRateConfig.decay_steps"
+
+
+def _without_decay_steps(bindings: Sequence[str]) -> tuple[str, ...]:
+  """`bindings` less the linear decay's decay_steps, which follows the budget (grid.py)."""
+  return tuple(b for b in bindings
+               if b.partition("=")[0].strip().rpartition("/")[2] != DECAY_STEPS_BINDING)
+
+
+@dataclasses.dataclass(frozen=True)
+class BudgetSeries:
+  """Groups whose settings are equal but for the training length: `train_steps` and the linear
+  decay's `decay_steps`, which the driver moves with it. Ordered by steps, shortest first."""
+  groups: tuple[Group, ...]
+
+  @property
+  def title(self) -> str:
+    return self.groups[0].title
+
+  @property
+  def shortest(self) -> Group:
+    return self.groups[0]
+
+  def gain(self, group: Group, mixture: str, column: Column = RECALL_10) -> float | None:
+    """Relative change (%) of the mixture's mean in `group` over its mean at the shortest budget."""
+    return gain_between(group, mixture, self.shortest, mixture, column)
+
+  def p_value(self, group: Group, mixture: str, column: Column = RECALL_10) -> float | None:
+    """Welch t-test p of the mixture's seeds in `group` against those at the shortest budget."""
+    return p_value_between(group, mixture, self.shortest, mixture, column)
+
+
+def budget_series(groups: Sequence[Group]) -> list[BudgetSeries]:
+  """Settings run at more than one training length, each as a series ordered by steps.
+
+  In order of each series' first group; a setting run at one length only is in no series.
+  """
+  def key(group: Group):
+    rest = tuple((k, v) for k, v in group.setting.items()
+                 if k not in ("train_steps", "gin_bindings"))
+    return rest, _without_decay_steps(group.setting.get("gin_bindings") or ())
+
+  series: dict[Any, list[Group]] = {}
+  for group in groups:
+    series.setdefault(key(group), []).append(group)
+  return [BudgetSeries(tuple(sorted(members, key=lambda g: g.setting["train_steps"])))
+          for members in series.values() if len(members) > 1]
+
+
+def mean_train_seconds(group: Group, mixture: str) -> float | None:
+  """Mean wall-clock training seconds of the mixture's runs (None if no run recorded it)."""
+  seconds = [s for r in group.runs.get(mixture, []) if (s := r.get("train_seconds")) is not None]
+  return sum(seconds) / len(seconds) if seconds else None
+
+
 def format_stat(stat: Stat | None, digits: int = 4) -> str:
   """'0.0123 ± 0.0040', '0.0123' (one seed) or '–' (no value)."""
   if stat is None:

@@ -3,7 +3,9 @@
 A record names its machine (runner.machine_info); this module adds what the code was: the git
 commit of the checkout, whether the files that decide training (rec_t5x/, seqio_tasks/, gin/,
 scripts/, setup.py) had uncommitted changes, the training revision of `grid.TRAINING_REVISION`,
-and the versions of the packages that decide the numbers. The report prints the commit next to
+and the versions of the packages that decide the numbers. That is asked when the record is
+written, after evaluation; the commit each train attempt started from is kept beside it
+("trained"), since a checkout can move on during a run that takes hours. The report prints the commit next to
 each run, so two runs with one key and different results can be told apart.
 
 Git is asked through `git` itself (no library of ours would add anything); outside a checkout, or
@@ -11,7 +13,7 @@ without git, "commit" and "dirty" are None.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 import contextlib
 import importlib.metadata
 import os
@@ -64,9 +66,27 @@ def code_info(root: str | os.PathLike = grid_lib.REPO_ROOT) -> dict[str, Any]:
           "packages": package_versions()}
 
 
-def short_commit(record: dict[str, Any]) -> str:
-  """'abc1234', 'abc1234+' (uncommitted code changes) or '–' (a record from before provenance)."""
-  code = record.get("code") or {}
+def revision_of(code: Mapping[str, Any]) -> dict[str, Any]:
+  """{"commit", "dirty"} of a `code_info` result: what a train attempt keeps."""
+  return {"commit": code.get("commit"), "dirty": code.get("dirty")}
+
+
+def _short(code: Mapping[str, Any]) -> str:
   if not code.get("commit"):
     return "–"
   return code["commit"][:7] + ("+" if code.get("dirty") else "")
+
+
+def short_commit(record: Mapping[str, Any]) -> str:
+  """'abc1234', 'abc1234+' (uncommitted code changes) or '–' (a record from before provenance);
+  'abc1234 (trained 0f0f0f0)' when the train attempts started from other code than the checkout
+  that evaluated the run and wrote its record."""
+  code = record.get("code") or {}
+  written = _short(code)
+  trained = []
+  for revision in code.get("trained") or ():
+    if (short := _short(revision)) not in trained:
+      trained.append(short)
+  if not trained or trained == [written]:
+    return written
+  return f"{written} (trained {', '.join(trained)})"

@@ -211,6 +211,35 @@ def rates_section(variants: Sequence[aggregate.RateVariant], split: str = "test"
   return "\n".join(lines)
 
 
+def budgets_section(series: Sequence[aggregate.BudgetSeries], split: str = "test") -> str:
+  """Markdown comparing each setting run at several training lengths (the linear decay moved to
+  end at each one's last step), per mixture against its shortest budget. Empty without series."""
+  if not series:
+    return ""
+  labels = [c.label for c in TITLE_COLUMNS]
+  header = (["setting", "steps", "mixture", "n", "training (mean)"] + labels
+            + ["R@10 vs same mixture, fewest steps"])
+  lines = _comparison_table_head(
+      "Training length",
+      "The same setting trained for different numbers of steps, everything else equal (the "
+      "linear decay ends at each run's last step). Means over seeds; \"training\" is the mean "
+      "wall-clock training time of the runs on their machines; the last column is the relative "
+      f"change of the mean {split} Recall@10 against the same mixture at the fewest steps, with "
+      "Welch's p where both have >= 2 seeds.", header)
+  for one in series:
+    for group in one.groups:
+      for mixture in group.mixtures:
+        stats = [group.stat(mixture, c) for c in TITLE_COLUMNS]
+        n = max((st.n for st in stats if st is not None), default=0)
+        versus = ("(reference)" if group is one.shortest else
+                  aggregate.format_gain(one.gain(group, mixture), one.p_value(group, mixture)))
+        lines.append(
+            f"| {one.title} | {group.setting['train_steps']} | {mixture} | {n} | "
+            f"{durations.format_duration(aggregate.mean_train_seconds(group, mixture))} | "
+            + " | ".join(aggregate.format_stat(st) for st in stats) + f" | {versus} |")
+  return "\n".join(lines)
+
+
 def _machines(records: Sequence[Mapping[str, Any]]) -> str:
   seen = []
   for record in records:
@@ -240,7 +269,8 @@ significant at Welch p < 0.05). The T5 runs decode
 the seeded subset of {split} users listed per setting; the baselines rank all items for all users.
 Training losses average over each mixture's own tasks, so compare their shapes, not their levels.
 In the runs' tables, "commit" is the checkout a run was recorded from ("+": with uncommitted changes
-to the code; "–": recorded before runs kept it).
+to the code; "–": recorded before runs kept it), followed by "(trained ...)" when its training
+started from other code.
 """
 
 
@@ -286,12 +316,17 @@ def render(records: Sequence[Mapping[str, Any]], baselines: Baselines, *, comman
       "## Headline", ""]
   variants = aggregate.rate_variants(groups)
   variant_rates = {id(v.variant): v.rates for v in variants}
+  series = aggregate.budget_series(groups)
+  shorter = {id(g): one.shortest.setting["train_steps"] for one in series for g in one.groups[1:]}
   if groups:
     for g in groups:
       line = f"- {aggregate.headline(g, baselines.get(g.setting['dataset']), split)}"
       if id(g) in variant_rates:
         line += (f" Mixing rates {' '.join(variant_rates[id(g)])} on the setting at default rates: "
                  "compared with it under \"Mixing rates\".")
+      if id(g) in shorter:
+        line += (f" The same setting at {shorter[id(g)]} steps: compared with it under "
+                 "\"Training length\".")
       lines.append(line)
   else:
     lines.append("No run has finished yet.")
@@ -305,6 +340,9 @@ def render(records: Sequence[Mapping[str, Any]], baselines: Baselines, *, comman
   rates = rates_section(variants, split)
   if rates:
     lines += [rates, ""]
+  budgets = budgets_section(series, split)
+  if budgets:
+    lines += [budgets, ""]
   if plots:
     lines += ["## Plots", ""]
     lines += [f"![{caption}]({path})\n" for caption, path in plots]

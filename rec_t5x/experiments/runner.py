@@ -15,7 +15,8 @@ run.json: {"spec", "key", "status": "complete", "metrics" (eval_metrics.json "ta
 metric -> value), "eval_step", "train_seconds" (summed over every train attempt, see
 timing.json), "eval_seconds", "train_curve" {"step", "loss"} (TensorBoard), "commands" (shell
 lines and argv), "num_embeddings", "date" (UTC, ISO 8601), "machine", "code" (commit, uncommitted
-changes, training revision, package versions: provenance.py)}. It is written atomically
+changes, training revision, package versions at the record's writing, plus "trained": the commit
+of each train attempt, taken when the attempt started; provenance.py)}. It is written atomically
 after a successful evaluation, so its presence means the run finished. The subprocesses' output is
 echoed and kept in `<run_dir>/train.log` and `eval.log`.
 """
@@ -149,11 +150,25 @@ def train_seconds(run_dir: pathlib.Path) -> float | None:
   return sum(a["seconds"] for a in attempts) if attempts else None
 
 
-def _record_attempt(run_dir: pathlib.Path, seconds: float, completed: bool) -> None:
+def _record_attempt(run_dir: pathlib.Path, seconds: float, completed: bool,
+                    code: Mapping[str, Any]) -> None:
   timing = read_json(run_dir / TIMING_FILE) or {}
   timing.setdefault("train_attempts", []).append(
-      {"seconds": round(seconds, 2), "completed": completed, "ended": utc_now()})
+      {"seconds": round(seconds, 2), "completed": completed, "ended": utc_now(),
+       "code": provenance.revision_of(code)})
   write_json(run_dir / TIMING_FILE, timing)
+
+
+def trained_revisions(run_dir: pathlib.Path) -> list[dict[str, Any]]:
+  """The distinct {"commit", "dirty"} the run's train attempts started from, in attempt order
+  (attempts recorded before they kept it are left out)."""
+  timing = read_json(run_dir / TIMING_FILE) or {}
+  out: list[dict[str, Any]] = []
+  for attempt in timing.get("train_attempts", []):
+    code = attempt.get("code")
+    if code is not None and code not in out:
+      out.append(code)
+  return out
 
 
 class VocabRows:
@@ -180,7 +195,8 @@ class VocabRows:
 def run_one(spec: grid_lib.RunSpec, runs_dir: str | os.PathLike, *,
             executor: Executor = execute, num_embeddings: Callable[[grid_lib.RunSpec], int],
             python: str = sys.executable, base_env: Mapping[str, str] | None = None,
-            clock: Callable[[], float] = time.monotonic, log: Log = print) -> dict[str, Any]:
+            clock: Callable[[], float] = time.monotonic, log: Log = print,
+            code_info: Callable[[], dict[str, Any]] = provenance.code_info) -> dict[str, Any]:
   """Trains (unless trained) and evaluates (unless done) one run; returns its run.json record.
 
   Args:
@@ -192,6 +208,8 @@ def run_one(spec: grid_lib.RunSpec, runs_dir: str | os.PathLike, *,
     base_env: environment of the subprocesses before `commands.run_env` (default os.environ).
     clock: seconds, monotonic (tests inject one).
     log: progress messages.
+    code_info: the checkout's provenance, asked when a train attempt starts and when the record
+      is written (tests inject one).
 
   Returns:
     The run.json record.
@@ -215,23 +233,23 @@ def run_one(spec: grid_lib.RunSpec, runs_dir: str | os.PathLike, *,
   else:
     log(f"[experiment] training {spec.dataset}/{spec.model}/{spec.mixture} seed {spec.seed}: "
         f"{run_dir}")
-    start, completed = clock(), False
+    code, start, completed = code_info(), clock(), False
     try:
       executor(train, env=env, log_path=run_dir / "train.log")
       completed = True
     finally:
-      _record_attempt(run_dir, clock() - start, completed)
+      _record_attempt(run_dir, clock() - start, completed, code)
   log(f"[experiment] evaluating on {spec.eval_split.upper()} ({spec.decode_max_examples or 'all'} "
       "users per task)")
   start = clock()
   executor(evaluate, env=env, log_path=run_dir / "eval.log")
   eval_seconds = clock() - start
-  return _write_record(spec, run_dir, train, evaluate, rows, eval_seconds, env)
+  return _write_record(spec, run_dir, train, evaluate, rows, eval_seconds, env, code_info())
 
 
 def _write_record(spec: grid_lib.RunSpec, run_dir: pathlib.Path, train: list[str],
                   evaluate: list[str], rows: int, eval_seconds: float,
-                  env: Mapping[str, str]) -> dict[str, Any]:
+                  env: Mapping[str, str], code: Mapping[str, Any]) -> dict[str, Any]:
   metrics_path = commands.eval_dir(run_dir, spec.eval_split) / EVAL_METRICS_FILE
   evaluation = read_json(metrics_path)
   if not isinstance(evaluation, dict) or not isinstance(evaluation.get("tasks"), dict):
@@ -250,7 +268,7 @@ def _write_record(spec: grid_lib.RunSpec, run_dir: pathlib.Path, train: list[str
       "commands": {"train": commands.shell(train, prefix), "eval": commands.shell(evaluate, prefix),
                    "train_argv": train, "eval_argv": evaluate},
       "num_embeddings": rows, "date": utc_now(), "machine": machine_info(),
-      "code": provenance.code_info(),
+      "code": {**code, "trained": trained_revisions(run_dir)},
   }
   write_json(run_dir / record_file(spec.eval_split), record)
   return record

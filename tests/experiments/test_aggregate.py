@@ -6,6 +6,7 @@ import pytest
 from scipy import special
 
 from rec_t5x.experiments import aggregate
+from rec_t5x.experiments import grid as grid_lib
 from tests.experiments import fakes
 
 
@@ -248,3 +249,35 @@ def test_rate_variants_pair_each_rate_setting_with_its_default_rate_setting():
       aggregate.welch_p_value([0.4, 0.5], [0.1, 0.2, 0.3]))
   assert variant.gain("rec_mim", "rec_only") is None
   assert aggregate.rate_variants([g for g in groups if g is not groups[0]]) == []
+
+
+def test_budget_series_pairs_a_setting_across_training_lengths():
+  def bindings(steps):
+    return grid_lib.linear_decay_bindings(0.01, 1, steps)
+
+  values = {(4, "rec_only"): [0.1, 0.2], (4, "rec_mim"): [0.2], (8, "rec_mim"): [0.3, 0.5],
+            (16, "rec_mim"): [0.6]}
+  records = [fakes.record(fakes.spec(mixture=m, seed=s, train_steps=n, gin_bindings=bindings(n)), v)
+             for (n, m), vs in values.items() for s, v in enumerate(vs)]
+  # Another learning rate at another length: a different setting, in no series.
+  records.append(fakes.record(fakes.spec(train_steps=8, gin_bindings=(
+      "LEARNING_RATE=0.1",) + bindings(8)[1:]), 0.9))
+  groups = aggregate.group_records(list(reversed(records)))
+  (series,) = aggregate.budget_series(groups)
+  assert [g.setting["train_steps"] for g in series.groups] == [4, 8, 16]
+  assert series.title == "ML-100K / tiny"
+  longer = series.groups[1]
+  assert series.gain(longer, "rec_mim") == pytest.approx((0.4 - 0.2) / 0.2 * 100)
+  assert series.gain(longer, "rec_only") is None  # Not run at 8 steps.
+  assert series.p_value(longer, "rec_mim") is None  # One seed at 4 steps.
+  assert series.gain(series.shortest, "rec_only") == pytest.approx(0.0)
+  assert aggregate.mean_train_seconds(longer, "rec_mim") == pytest.approx(65.0)
+  assert aggregate.mean_train_seconds(longer, "rec_all") is None
+  assert aggregate.budget_series([g for g in groups if g.setting["train_steps"] == 4]) == []
+
+
+def test_budget_series_ignores_only_the_decay_steps_binding():
+  assert aggregate._without_decay_steps(
+      ("LEARNING_RATE=0.01", "optimizers.LearningRateConfig.decay_steps = 900",
+       "ml1m/optimizers.LearningRateConfig.decay_steps=3",
+       "optimizers.LearningRateConfig.warmup_steps=100")) == ("LEARNING_RATE=0.01", "optimizers.LearningRateConfig.warmup_steps=100")

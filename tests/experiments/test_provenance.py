@@ -56,3 +56,8 @@ def test_short_commit():
   assert provenance.short_commit({"code": {"commit": "0123456789abcdef", "dirty": True}}) == "0123456+"
   assert provenance.short_commit({}) == "–"
   assert provenance.short_commit({"code": {"commit": None, "dirty": None}}) == "–"
+  same = {"commit": "0123456789abcdef", "dirty": False}
+  assert provenance.short_commit({"code": {**same, "trained": [same]}}) == "0123456"
+  assert provenance.short_commit({"code": {**same, "trained": [
+      {"commit": "fedcba9876543210", "dirty": True}, same]}}) == "0123456 (trained fedcba9+, 0123456)"
+  assert provenance.short_commit({"code": {**same, "trained": []}}) == "0123456"

@@ -97,7 +97,7 @@ def test_titles_section_pairs_each_setting_with_its_notitles_variant(tmp_path):
                                                             train_steps=6), 0.9))
   text = _render(runner.load_records(dirs),
                  baselines_lib.read_all(tmp_path / "none", ["ml100k", "ml1m"]))
-  section = text.split("### Item text: with and without titles")[1].split("## Plots")[0]
+  section = text.split("### Item text: with and without titles")[1].split("\n#")[0]
   rows = [line for line in section.splitlines() if line.startswith("| ML")]
   # Only rec_only ran both ways on the same setting; ML-1M has no titled run to compare with.
   assert rows == ["| ML-100K (atomic item IDs) / tiny | rec_only | 2 / 1 | 0.1500 ± 0.0707 / "
@@ -119,7 +119,7 @@ def test_rates_section_compares_each_rate_variant_with_its_default_rate_setting(
   dirs.append(fakes.write_run(tmp_path / "runs", fakes.spec(
       mixture="rec_mim", train_steps=6, gin_bindings=("seqio_tasks.mixing_rates.mim=3",)), 0.9))
   text = _render(runner.load_records(dirs), {})
-  section = text.split("### Mixing rates")[1].split("## Plots")[0]
+  section = text.split("### Mixing rates")[1].split("\n#")[0]
   rows = [line for line in section.splitlines() if line.startswith("| ML")]
   assert rows == ["| ML-100K / tiny | `mim=0.333` `bpr=0.333` | rec_all | 1 | 0.3000 | 0.0500 | "
                   "1.1000 | +50.0% | +100.0% |"]
@@ -138,3 +138,24 @@ def test_baseline_results_root_is_shown_relative_to_the_repository_when_inside_i
   in_ledger = grid_lib.REPO_ROOT / "docs" / "results" / "runs" / "baselines" / "ml100k" / "pop"
   assert report._shown_path(str(in_ledger)) == "docs/results/runs/baselines/ml100k"
   assert report._shown_path(str(tmp_path / "ml100k" / "pop")) == str(tmp_path / "ml100k")
+
+
+def test_budgets_section_compares_each_length_with_the_fewest_steps(tmp_path):
+  values = {(4, "rec_only"): [0.1, 0.2], (4, "rec_mim"): [0.2, 0.4], (8, "rec_mim"): [0.5, 0.7]}
+  dirs = [fakes.write_run(tmp_path / "runs", fakes.spec(
+      mixture=m, seed=s, train_steps=n, gin_bindings=grid_lib.linear_decay_bindings(0.01, 1, n)), v)
+          for (n, m), vs in values.items() for s, v in enumerate(vs)]
+  text = _render(runner.load_records(dirs), {})
+  section = text.split("### Training length")[1].split("\n#")[0]
+  rows = [line for line in section.splitlines() if line.startswith("| ML")]
+  assert rows == [
+      "| ML-100K / tiny | 4 | rec_only | 2 | 1m05s | 0.1500 ± 0.0707 | 0.0500 ± 0.0000 | "
+      "1.1000 ± 0.0000 | (reference) |",
+      "| ML-100K / tiny | 4 | rec_mim | 2 | 1m05s | 0.3000 ± 0.1414 | 0.0500 ± 0.0000 | "
+      "1.1000 ± 0.0000 | (reference) |",
+      "| ML-100K / tiny | 8 | rec_mim | 2 | 1m05s | 0.6000 ± 0.1414 | 0.0500 ± 0.0000 | "
+      "1.1000 ± 0.0000 | +100.0% (p = 0.17) |",
+  ]
+  headline = text.split("## Headline")[1].split("## Setup")[0]
+  assert headline.count('The same setting at 4 steps: compared with it under "Training length".') == 1
+  assert "Training length" not in _render(_records(tmp_path), {})

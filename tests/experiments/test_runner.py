@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from rec_t5x.experiments import provenance
 from rec_t5x.experiments import runner
 from tests.experiments import fakes
 
@@ -75,7 +76,41 @@ def test_new_run_trains_evaluates_and_writes_run_json(tmp_path):
   assert saved["train_curve"] == {"step": [], "loss": []}  # The fake wrote no event file.
   assert saved["machine"]["nproc"] >= 1
   assert saved["code"]["training_revision"] == 1 and saved["code"]["packages"]["jax"]
-  assert set(saved["code"]) == {"commit", "dirty", "training_revision", "packages"}
+  assert set(saved["code"]) == {"commit", "dirty", "training_revision", "packages", "trained"}
+  assert saved["code"]["trained"] == [{"commit": saved["code"]["commit"],
+                                       "dirty": saved["code"]["dirty"]}]
+
+
+class Checkout:
+  """code_info of a checkout whose commit the test moves on."""
+
+  def __init__(self, commit):
+    self.commit = commit
+
+  def __call__(self):
+    return {"commit": self.commit, "dirty": False, "training_revision": 1, "packages": {}}
+
+
+def test_record_keeps_the_commit_each_train_attempt_started_from(tmp_path):
+  spec = fakes.spec()
+  checkout = Checkout("a" * 40)
+  with pytest.raises(runner.CommandFailed):
+    _run(spec, tmp_path, FakeExecutor(fail_train=True), code_info=checkout)
+  checkout.commit = "b" * 40  # The resumed attempt starts from a newer commit ...
+  executor = FakeExecutor()
+  original = executor.__call__
+
+  def move_on(command, *, env, log_path):
+    original(command, env=env, log_path=log_path)
+    checkout.commit = "c" * 40  # ... and the checkout moves on again while it trains.
+
+  record = _run(spec, tmp_path, move_on, code_info=checkout)
+  assert record["code"]["commit"] == "c" * 40  # Asked when the record is written.
+  assert record["code"]["trained"] == [{"commit": "a" * 40, "dirty": False},
+                                       {"commit": "b" * 40, "dirty": False}]
+  assert provenance.short_commit(record) == "ccccccc (trained aaaaaaa, bbbbbbb)"
+  attempts = fakes.read(spec.run_dir(tmp_path) / "timing.json")["train_attempts"]
+  assert [a["code"]["commit"][0] for a in attempts] == ["a", "b"]
 
 
 def test_finished_run_is_skipped(tmp_path):
