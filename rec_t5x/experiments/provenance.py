@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 import contextlib
+import hashlib
 import importlib.metadata
 import os
 import pathlib
@@ -52,23 +53,39 @@ def package_versions(names: Sequence[str] = PACKAGES) -> dict[str, str | None]:
 
 
 def code_info(root: str | os.PathLike = grid_lib.REPO_ROOT) -> dict[str, Any]:
-  """{"commit", "dirty", "training_revision", "packages"} of the checkout at `root`.
+  """{"commit", "dirty", "code_tree", "training_revision", "packages"} of the checkout at `root`.
 
   "dirty" is True when a file under `CODE_PATHS` differs from the commit (untracked files
   included); changes elsewhere, such as the ledger the driver is writing, do not count.
+  "code_tree" identifies the committed content of `CODE_PATHS` alone (a SHA-1 of their
+  `git ls-tree` entries), so two commits that differ only in docs or the ledger share it.
   """
   root = pathlib.Path(root)
   commit = _git(["rev-parse", "HEAD"], root)
   status = _git(["status", "--porcelain", "--", *CODE_PATHS], root) if commit else None
+  tree = _git(["ls-tree", "HEAD", "--", *CODE_PATHS], root) if commit else None
   return {"commit": commit.strip() if commit else None,
           "dirty": bool(status.strip()) if status is not None else None,
+          "code_tree": hashlib.sha1(tree.encode()).hexdigest() if tree is not None else None,
           "training_revision": grid_lib.TRAINING_REVISION,
           "packages": package_versions()}
 
 
 def revision_of(code: Mapping[str, Any]) -> dict[str, Any]:
-  """{"commit", "dirty"} of a `code_info` result: what a train attempt keeps."""
-  return {"commit": code.get("commit"), "dirty": code.get("dirty")}
+  """{"commit", "dirty", "code_tree"} of a `code_info` result: what a train attempt keeps."""
+  return {"commit": code.get("commit"), "dirty": code.get("dirty"),
+          "code_tree": code.get("code_tree")}
+
+
+def same_code(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+  """Whether two revisions ran the same committed code: equal code trees where both have one
+  (commits that differ only outside `CODE_PATHS` count as the same), else equal commits; and
+  equal dirty flags (uncommitted changes themselves are not compared)."""
+  if a.get("dirty") != b.get("dirty"):
+    return False
+  if a.get("code_tree") and b.get("code_tree"):
+    return a["code_tree"] == b["code_tree"]
+  return a.get("commit") == b.get("commit")
 
 
 def _short(code: Mapping[str, Any]) -> str:
@@ -79,14 +96,12 @@ def _short(code: Mapping[str, Any]) -> str:
 
 def short_commit(record: Mapping[str, Any]) -> str:
   """'abc1234', 'abc1234+' (uncommitted code changes) or '–' (a record from before provenance);
-  'abc1234 (trained 0f0f0f0)' when the train attempts started from other code than the checkout
-  that evaluated the run and wrote its record."""
+  'abc1234 (trained 0f0f0f0, ...)', the commit of every train attempt, when one of them started
+  from other code (`same_code`) than the checkout that evaluated the run and wrote its record."""
   code = record.get("code") or {}
   written = _short(code)
-  trained = []
-  for revision in code.get("trained") or ():
-    if (short := _short(revision)) not in trained:
-      trained.append(short)
-  if not trained or trained == [written]:
+  trained = code.get("trained") or ()
+  if all(same_code(revision, code) for revision in trained):
     return written
-  return f"{written} (trained {', '.join(trained)})"
+  shorts = list(dict.fromkeys(_short(revision) for revision in trained))
+  return f"{written} (trained {', '.join(shorts)})"

@@ -76,9 +76,10 @@ def test_new_run_trains_evaluates_and_writes_run_json(tmp_path):
   assert saved["train_curve"] == {"step": [], "loss": []}  # The fake wrote no event file.
   assert saved["machine"]["nproc"] >= 1
   assert saved["code"]["training_revision"] == 1 and saved["code"]["packages"]["jax"]
-  assert set(saved["code"]) == {"commit", "dirty", "training_revision", "packages", "trained"}
-  assert saved["code"]["trained"] == [{"commit": saved["code"]["commit"],
-                                       "dirty": saved["code"]["dirty"]}]
+  assert set(saved["code"]) == {"commit", "dirty", "code_tree", "training_revision", "packages",
+                                "trained"}
+  assert saved["code"]["trained"] == [{key: saved["code"][key]
+                                       for key in ("commit", "dirty", "code_tree")}]
 
 
 class Checkout:
@@ -106,8 +107,8 @@ def test_record_keeps_the_commit_each_train_attempt_started_from(tmp_path):
 
   record = _run(spec, tmp_path, move_on, code_info=checkout)
   assert record["code"]["commit"] == "c" * 40  # Asked when the record is written.
-  assert record["code"]["trained"] == [{"commit": "a" * 40, "dirty": False},
-                                       {"commit": "b" * 40, "dirty": False}]
+  assert record["code"]["trained"] == [{"commit": "a" * 40, "dirty": False, "code_tree": None},
+                                       {"commit": "b" * 40, "dirty": False, "code_tree": None}]
   assert provenance.short_commit(record) == "ccccccc (trained aaaaaaa, bbbbbbb)"
   attempts = fakes.read(spec.run_dir(tmp_path) / "timing.json")["train_attempts"]
   assert [a["code"]["commit"][0] for a in attempts] == ["a", "b"]
