@@ -136,6 +136,7 @@ def group_section(group: aggregate.Group,
       loss = f"{losses[-1]:.4f}" if losses else "–"
       lines.append(
           f"| {mixture} | {record['spec']['seed']} | {record.get('eval_step', '?')} | "
+          f"{'~' if record.get('train_seconds_estimated') else ''}"
           f"{durations.format_duration(record.get('train_seconds'))} | "
           f"{durations.format_duration(record.get('eval_seconds'))} | {loss} | "
           f"{record.get('date', '?')} | `{record.get('key', '?')}` | "
@@ -268,7 +269,8 @@ the two-sided Mann-Whitney U test, which does not assume normally distributed se
 significant at Welch p < 0.05). The T5 runs decode
 the seeded subset of {split} users listed per setting; the baselines rank all items for all users.
 Training losses average over each mixture's own tasks, so compare their shapes, not their levels.
-In the runs' tables, "commit" is the checkout a run was recorded from ("+": with uncommitted changes
+In the runs' tables, "~" before a training time marks one that includes a killed attempt's time,
+estimated from its log (rec_t5x/experiments/runner.py); "commit" is the checkout a run was recorded from ("+": with uncommitted changes
 to the code; "–": recorded before runs kept it), followed by "(trained ...)" when its training
 started from other code.
 """

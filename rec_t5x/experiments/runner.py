@@ -13,7 +13,8 @@ States of a run directory (`RunSpec.run_dir`), for the spec's evaluation split:
 
 run.json: {"spec", "key", "status": "complete", "metrics" (eval_metrics.json "tasks": task ->
 metric -> value), "eval_step", "train_seconds" (summed over every train attempt, see
-timing.json), "eval_seconds", "train_curve" {"step", "loss"} (TensorBoard), "commands" (shell
+timing.json), "train_seconds_estimated" (an attempt was killed and its seconds estimated from
+train.log, `_start_attempt`), "eval_seconds", "train_curve" {"step", "loss"} (TensorBoard), "commands" (shell
 lines and argv), "num_embeddings", "date" (UTC, ISO 8601), "machine", "code" (commit, uncommitted
 changes, training revision, package versions at the record's writing, plus "trained": the commit
 of each train attempt, taken when the attempt started; provenance.py)}. It is written atomically
@@ -146,17 +147,59 @@ def is_trained(spec: grid_lib.RunSpec, run_dir: pathlib.Path) -> bool:
 def train_seconds(run_dir: pathlib.Path) -> float | None:
   """Wall-clock of every train attempt of the run (timing.json), None when none was recorded."""
   timing = read_json(run_dir / TIMING_FILE) or {}
-  attempts = timing.get("train_attempts", [])
+  attempts = [a for a in timing.get("train_attempts", []) if a.get("seconds") is not None]
   return sum(a["seconds"] for a in attempts) if attempts else None
 
 
-def _record_attempt(run_dir: pathlib.Path, seconds: float, completed: bool,
-                    code: Mapping[str, Any]) -> None:
+def train_seconds_estimated(run_dir: pathlib.Path) -> bool:
+  """Whether a train attempt's seconds were estimated (its process was killed; `_start_attempt`)."""
   timing = read_json(run_dir / TIMING_FILE) or {}
-  timing.setdefault("train_attempts", []).append(
-      {"seconds": round(seconds, 2), "completed": completed, "ended": utc_now(),
-       "code": provenance.revision_of(code)})
+  return any(a.get("estimated") for a in timing.get("train_attempts", []))
+
+
+def close_killed_attempts(run_dir: pathlib.Path) -> None:
+  """Estimates the seconds of train attempts that were never closed.
+
+  An attempt still open when the driver comes back to its run belonged to a driver that was
+  killed outright (SIGKILL, the machine going away), so its `finally` never ran. Its seconds are
+  estimated, before a new attempt writes anything, as the time from its start to the last write
+  of train.log, which the training subprocess appends a progress line to every few steps; it is
+  marked "estimated" (and so is the record's train_seconds).
+  """
+  path = run_dir / TIMING_FILE
+  timing = read_json(path) or {}
+  log_path = run_dir / "train.log"
+  open_attempts = [a for a in timing.get("train_attempts", [])
+                   if a.get("seconds") is None and a.get("started_unix") is not None]
+  for attempt in open_attempts:
+    last_write = log_path.stat().st_mtime if log_path.exists() else attempt["started_unix"]
+    attempt.update(seconds=round(max(0.0, last_write - attempt["started_unix"]), 2),
+                   estimated=True, ended=_utc_from_unix(last_write))
+  if open_attempts:
+    write_json(path, timing)
+
+
+def _start_attempt(run_dir: pathlib.Path, code: Mapping[str, Any]) -> int:
+  """Closes killed attempts, appends an open one to timing.json and returns its index."""
+  close_killed_attempts(run_dir)
+  timing = read_json(run_dir / TIMING_FILE) or {}
+  attempts = timing.setdefault("train_attempts", [])
+  attempts.append({"started": utc_now(), "started_unix": round(time.time(), 3), "seconds": None,
+                   "completed": False, "code": provenance.revision_of(code)})
   write_json(run_dir / TIMING_FILE, timing)
+  return len(attempts) - 1
+
+
+def _finish_attempt(run_dir: pathlib.Path, index: int, seconds: float, completed: bool) -> None:
+  timing = read_json(run_dir / TIMING_FILE) or {}
+  timing["train_attempts"][index].update(seconds=round(seconds, 2), completed=completed,
+                                         ended=utc_now())
+  write_json(run_dir / TIMING_FILE, timing)
+
+
+def _utc_from_unix(seconds: float) -> str:
+  return datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc).isoformat(
+      timespec="seconds")
 
 
 def trained_revisions(run_dir: pathlib.Path) -> list[dict[str, Any]]:
@@ -230,15 +273,17 @@ def run_one(spec: grid_lib.RunSpec, runs_dir: str | os.PathLike, *,
   evaluate = commands.eval_command(spec, run_dir, rows, python)
   if is_trained(spec, run_dir):
     log(f"[experiment] final checkpoint exists, evaluating only: {run_dir}")
+    close_killed_attempts(run_dir)  # Killed after its last checkpoint, before it was closed.
   else:
     log(f"[experiment] training {spec.dataset}/{spec.model}/{spec.mixture} seed {spec.seed}: "
         f"{run_dir}")
-    code, start, completed = code_info(), clock(), False
+    attempt = _start_attempt(run_dir, code_info())
+    start, completed = clock(), False
     try:
       executor(train, env=env, log_path=run_dir / "train.log")
       completed = True
     finally:
-      _record_attempt(run_dir, clock() - start, completed, code)
+      _finish_attempt(run_dir, attempt, clock() - start, completed)
   log(f"[experiment] evaluating on {spec.eval_split.upper()} ({spec.decode_max_examples or 'all'} "
       "users per task)")
   start = clock()
@@ -263,7 +308,9 @@ def _write_record(spec: grid_lib.RunSpec, run_dir: pathlib.Path, train: list[str
       "spec": spec.to_dict(), "key": spec.key(), "status": "complete",
       "eval_split": spec.eval_split,
       "metrics": evaluation["tasks"], "eval_step": evaluation["step"],
-      "train_seconds": train_seconds(run_dir), "eval_seconds": round(eval_seconds, 2),
+      "train_seconds": train_seconds(run_dir),
+      "train_seconds_estimated": train_seconds_estimated(run_dir),
+      "eval_seconds": round(eval_seconds, 2),
       "train_curve": {"step": steps, "loss": losses},
       "commands": {"train": commands.shell(train, prefix), "eval": commands.shell(evaluate, prefix),
                    "train_argv": train, "eval_argv": evaluate},

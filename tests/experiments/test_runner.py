@@ -1,13 +1,16 @@
 """Tests for rec_t5x.experiments.runner with a fake executor: skip, resume, eval-only, run.json."""
 import ast
 import json
+import os
 import pathlib
 import threading
 import time
 
 import pytest
 
+from rec_t5x.experiments import aggregate
 from rec_t5x.experiments import provenance
+from rec_t5x.experiments import report
 from rec_t5x.experiments import runner
 from tests.experiments import fakes
 
@@ -243,3 +246,46 @@ def test_split_current_sets_apart_records_of_an_earlier_training_revision(monkey
   new = fakes.record(fakes.spec(seed=1), 0.2)
   current, stale = runner.split_current([old, new])
   assert current == [new] and stale == [old]
+
+
+def _killed_attempt(run_dir, seconds_logged):
+  """An attempt opened by a driver that was then killed outright: never closed, its train.log
+  last written `seconds_logged` after it started."""
+  runner._start_attempt(run_dir, {"commit": "k" * 40, "dirty": False})
+  started = fakes.read(run_dir / "timing.json")["train_attempts"][-1]["started_unix"]
+  log = run_dir / "train.log"
+  log.write_text("step 10/4 ...\n")
+  os.utime(log, (started + seconds_logged, started + seconds_logged))
+
+
+def test_a_killed_attempt_is_estimated_from_its_log_when_the_run_resumes(tmp_path):
+  spec = fakes.spec()
+  run_dir = spec.run_dir(tmp_path.resolve())
+  run_dir.mkdir(parents=True)
+  _killed_attempt(run_dir, 300.0)
+  record = _run(spec, tmp_path, FakeExecutor())
+  first, second = fakes.read(run_dir / "timing.json")["train_attempts"]
+  assert first["seconds"] == pytest.approx(300.0, abs=0.01) and first["estimated"] is True
+  assert first["completed"] is False and first["ended"]
+  assert second["seconds"] == 10.0 and second["completed"] is True and "estimated" not in second
+  assert record["train_seconds"] == pytest.approx(310.0, abs=0.01)
+  assert record["train_seconds_estimated"] is True
+  assert "| ~5m10s |" in report.group_section(aggregate.group_records([record])[0], None)
+
+
+def test_a_run_killed_after_its_last_checkpoint_closes_the_attempt_before_evaluating(tmp_path):
+  spec = fakes.spec()
+  run_dir = spec.run_dir(tmp_path.resolve())
+  (run_dir / str(spec.train_steps) / "train_state").mkdir(parents=True)
+  _killed_attempt(run_dir, 42.0)
+  executor = FakeExecutor()
+  record = _run(spec, tmp_path, executor)
+  assert executor.binaries() == ["rec_t5x.eval"]
+  assert record["train_seconds"] == pytest.approx(42.0, abs=0.01)
+  assert record["train_seconds_estimated"] is True
+
+
+def test_closed_attempts_are_not_estimated(tmp_path):
+  record = _run(fakes.spec(), tmp_path, FakeExecutor())
+  assert record["train_seconds"] == 10.0 and record["train_seconds_estimated"] is False
+  assert "| 10s |" in report.group_section(aggregate.group_records([record])[0], None)
