@@ -187,9 +187,13 @@ def write_outputs(records: list[dict[str, Any]], baselines: dict[str, Any], *,
     return retrieval_lists.setting_lines(in_report_order,
                                          baselines.get(group.setting["dataset"]) or {}, split)
 
+  def same_users(group: aggregate.Group) -> str:
+    return retrieval_lists.headline_note(group.runs,
+                                         baselines.get(group.setting["dataset"]) or {}, split)
+
   body = report_lib.render(records, baselines, command=command, generated=runner.utc_now(),
                            planned=planned, plots=plots, split=split, group_extra=top_lists,
-                           sources=sources)
+                           headline_extra=same_users, sources=sources)
   return report_lib.write(results, body)
 
 

@@ -288,6 +288,7 @@ def render(records: Sequence[Mapping[str, Any]], baselines: Baselines, *, comman
            generated: str, planned: int | None = None,
            plots: Sequence[tuple[str, str]] = (), split: str = "test",
            group_extra: Callable[[aggregate.Group], Sequence[str]] | None = None,
+           headline_extra: Callable[[aggregate.Group], str] | None = None,
            sources: str = "") -> str:
   """The report above the Discussion section.
 
@@ -301,6 +302,8 @@ def render(records: Sequence[Mapping[str, Any]], baselines: Baselines, *, comman
     split: the split the records were evaluated on ("test", or "validation" for tuning).
     group_extra: lines to add to each setting's section after its table (the driver passes the
       top-10 list statistics, which read the runs' prediction files).
+    headline_extra: a sentence to add to each setting's headline ('' for none; the driver passes
+      the baselines' Recall@10 on the users the runs decoded, where that is a subset).
     sources: a sentence on where the records were read from, after the machine line.
 
   Returns:
@@ -323,6 +326,9 @@ def render(records: Sequence[Mapping[str, Any]], baselines: Baselines, *, comman
   if groups:
     for g in groups:
       line = f"- {aggregate.headline(g, baselines.get(g.setting['dataset']), split)}"
+      extra = headline_extra(g) if headline_extra is not None else ""
+      if extra:
+        line += f" {extra}"
       if id(g) in variant_rates:
         line += (f" Mixing rates {' '.join(variant_rates[id(g)])} on the setting at default rates: "
                  "compared with it under \"Mixing rates\".")

@@ -254,6 +254,44 @@ def table(run_stats: Mapping[str, Sequence[ListStats]],
   return lines
 
 
+def baseline_scores_on_users(baselines: Mapping[str, Mapping | None], users: set[int],
+                             split: str = "test", k: int = K) -> str:
+  """'SASRec 0.2710, BPR-MF 0.0830, ...' (Recall@k on `users` only, best first), or '' when the
+  baselines have no user outside `users` (then their own numbers are already on the same users)."""
+  if not users:
+    return ""
+  on_users = {b["name"]: baseline_recall_on_users(b["path"], users, split, k)
+              for b in baselines.values() if b is not None}
+  if not any(total > len(users) for _, total in on_users.values()):
+    return ""
+  return ", ".join(f"{name} {recall:.4f}" for name, (recall, _) in
+                   sorted(on_users.items(), key=lambda item: -item[1][0]))
+
+
+def decoded_users(runs: Mapping[str, Sequence[Mapping]], split: str = "test") -> set[int]:
+  """The users whose retrieval predictions any of `runs` ({mixture: records}) wrote."""
+  users: set[int] = set()
+  for records in runs.values():
+    for record in records:
+      path = record.get("run_dir") and find_predictions(
+          commands.eval_dir(record["run_dir"], split))
+      if path:
+        users.update(read_run_lists(path))
+  return users
+
+
+def headline_note(runs: Mapping[str, Sequence[Mapping]], baselines: Mapping[str, Mapping | None],
+                  split: str = "test", k: int = K) -> str:
+  """The baselines' Recall@k on the users the T5 runs decoded, for a setting's headline, when the
+  runs decoded a subset of the users (the baselines' own numbers cover all of them); else ''."""
+  users = decoded_users(runs, split)
+  scores = baseline_scores_on_users(baselines, users, split, k)
+  if not scores:
+    return ""
+  return (f"On the {len(users)} {split} users the T5 runs decoded, the baselines score {split} "
+          f"R@{k} {scores}.")
+
+
 def setting_lines(runs: Mapping[str, Sequence[Mapping]], baselines: Mapping[str, Mapping | None],
                   split: str = "test", *, k: int = K,
                   num_popular: int = NUM_POPULAR) -> list[str]:
@@ -299,11 +337,8 @@ def setting_lines(runs: Mapping[str, Sequence[Mapping]], baselines: Mapping[str,
                             pop_lists, k=k, num_popular=num_popular)
       for b in baselines.values() if b is not None}
   notes = f" No predictions file: {', '.join(without)}." if without else ""
-  on_users = {b["name"]: baseline_recall_on_users(b["path"], users, split, k)
-              for b in baselines.values() if b is not None} if users else {}
-  if any(total > len(users) for _, total in on_users.values()):
-    scores = ", ".join(f"{name} {recall:.4f}" for name, (recall, _) in
-                       sorted(on_users.items(), key=lambda item: -item[1][0]))
+  scores = baseline_scores_on_users(baselines, users, split, k)
+  if scores:
     notes += (f" On these {len(users)} users the baselines score {split} R@{k} {scores} (the "
               f"table above has them on every {split} user).")
   ranking = next((path for records in runs.values() for record in records

@@ -60,6 +60,18 @@ def test_report_with_baselines_side_by_side(tmp_path):
   assert "SASRec: patience, best epoch 3/8" in text
 
 
+def test_headline_extra_is_appended_to_each_settings_headline(tmp_path):
+  records = _records(tmp_path)
+  baselines = baselines_lib.read_all(tmp_path / "no_baselines", ["ml100k"])
+  text = report.render(records, baselines, command="c", generated="g",
+                       headline_extra=lambda group: f"Note on {group.title}.")
+  headline = text.split("## Headline")[1].split("## Setup")[0]
+  assert "baselines (test R@10): baselines not run. Note on ML-100K / tiny.\n" in headline
+  quiet = report.render(records, baselines, command="c", generated="g",
+                        headline_extra=lambda group: "")
+  assert "baselines not run.\n" in quiet.split("## Setup")[0]
+
+
 def test_no_finished_runs():
   text = report.render([], {}, command="c", generated="g")
   assert "No run has finished yet." in text and "## Results" in text

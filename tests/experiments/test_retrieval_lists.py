@@ -104,6 +104,27 @@ def test_setting_lines_runs_next_to_baselines(tmp_path):
   assert "not analysed" in retrieval_lists.setting_lines(runs, no_pop)[0]
 
 
+def test_headline_note_puts_the_baselines_on_the_decoded_users(tmp_path):
+  for model in ("pop", "sasrec"):
+    fakes.write_baseline(tmp_path / "baselines", "ml100k", model, 0.1)
+  baselines = baselines_lib.read_all(tmp_path / "baselines", ["ml100k"])["ml100k"]
+  run0, run1 = tmp_path / "run0", tmp_path / "run1"
+  _write_predictions(commands.eval_dir(run0), {0: [10, 13]})
+  _write_predictions(commands.eval_dir(run1), {1: [12, 13]})
+  runs = {"rec_only": [{"spec": {"seed": 0}, "run_dir": str(run0)}],
+          "rec_mim": [{"spec": {"seed": 0}, "run_dir": str(run1)}]}
+  assert retrieval_lists.decoded_users(runs) == {0, 1}
+  # Users 0 and 1 of 3 have ranks 1 and 12 (fakes.write_baseline): R@10 = 1/2 for both models.
+  assert retrieval_lists.headline_note(runs, baselines) == (
+      "On the 2 test users the T5 runs decoded, the baselines score test R@10 Pop 0.5000, "
+      "SASRec 0.5000.")
+  # Every user decoded: the baselines' own numbers are already on the same users.
+  _write_predictions(commands.eval_dir(tmp_path / "run2"), {0: [10], 1: [10], 2: [10]})
+  every = {"rec_only": [{"spec": {"seed": 1}, "run_dir": str(tmp_path / "run2")}]}
+  assert retrieval_lists.headline_note(every, baselines) == ""
+  assert retrieval_lists.headline_note({"rec_only": [{"spec": {"seed": 2}}]}, baselines) == ""
+
+
 def test_baseline_recall_on_users_by_hand(tmp_path):
   path = fakes.write_baseline(tmp_path, "ml100k", "sasrec", 0.1)
   assert retrieval_lists.baseline_recall_on_users(path, {0, 2}, k=2) == (0.5, 3)  # ranks 1, 3
