@@ -224,7 +224,8 @@ def budgets_section(series: Sequence[aggregate.BudgetSeries], split: str = "test
       "Training length",
       "The same setting trained for different numbers of steps, everything else equal (the "
       "linear decay ends at each run's last step). Means over seeds; \"training\" is the mean "
-      "wall-clock training time of the runs on their machines; the last column is the relative "
+      "wall-clock training time of the runs on their machines (\"~\": it includes a killed "
+      "attempt's estimated time); the last column is the relative "
       f"change of the mean {split} Recall@10 against the same mixture at the fewest steps, with "
       "Welch's p where both have >= 2 seeds.", header)
   for one in series:
@@ -234,8 +235,10 @@ def budgets_section(series: Sequence[aggregate.BudgetSeries], split: str = "test
         n = max((st.n for st in stats if st is not None), default=0)
         versus = ("(reference)" if group is one.shortest else
                   aggregate.format_gain(one.gain(group, mixture), one.p_value(group, mixture)))
+        estimated = any(r.get("train_seconds_estimated") for r in group.runs.get(mixture, []))
         lines.append(
             f"| {one.title} | {group.setting['train_steps']} | {mixture} | {n} | "
+            f"{'~' if estimated else ''}"
             f"{durations.format_duration(aggregate.mean_train_seconds(group, mixture))} | "
             + " | ".join(aggregate.format_stat(st) for st in stats) + f" | {versus} |")
   return "\n".join(lines)

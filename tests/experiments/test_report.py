@@ -170,4 +170,10 @@ def test_budgets_section_compares_each_length_with_the_fewest_steps(tmp_path):
   ]
   headline = text.split("## Headline")[1].split("## Setup")[0]
   assert headline.count('The same setting at 4 steps: compared with it under "Training length".') == 1
+  # A mean over a run whose time includes a killed attempt's estimate is marked as the runs are.
+  records = runner.load_records(dirs)
+  records[-1]["train_seconds_estimated"] = True
+  section = _render(records, {}).split("### Training length")[1].split("\n#")[0]
+  assert "| ML-100K / tiny | 8 | rec_mim | 2 | ~1m05s |" in section
+  assert "| ML-100K / tiny | 4 | rec_mim | 2 | 1m05s |" in section
   assert "Training length" not in _render(_records(tmp_path), {})
