@@ -38,6 +38,7 @@ from rec_t5x.experiments import baselines as baselines_lib
 from rec_t5x.experiments import commands
 from rec_t5x.experiments import grid as grid_lib
 from rec_t5x.experiments import ledger
+from rec_t5x.experiments import paired
 from rec_t5x.experiments import plots as plots_lib
 from rec_t5x.experiments import report as report_lib
 from rec_t5x.experiments import retrieval_lists
@@ -182,17 +183,20 @@ def write_outputs(records: list[dict[str, Any]], baselines: dict[str, Any], *,
   groups = aggregate.group_records(records)
   plots = [(caption, _relative(path, results.parent))
            for caption, path in plots_lib.write_all(groups, baselines, plots_dir, split)]
-  def top_lists(group: aggregate.Group) -> list[str]:
+  def top_lists_and_paired_test(group: aggregate.Group) -> list[str]:
     in_report_order = {mixture: group.runs[mixture] for mixture in group.mixtures}
-    return retrieval_lists.setting_lines(in_report_order,
-                                         baselines.get(group.setting["dataset"]) or {}, split)
+    dataset_baselines = baselines.get(group.setting["dataset"]) or {}
+    paired_lines = paired.setting_lines(in_report_order, dataset_baselines, split)
+    return [*retrieval_lists.setting_lines(in_report_order, dataset_baselines, split),
+            *([""] + paired_lines if paired_lines else [])]
 
   def same_users(group: aggregate.Group) -> str:
     return retrieval_lists.headline_note(group.runs,
                                          baselines.get(group.setting["dataset"]) or {}, split)
 
   body = report_lib.render(records, baselines, command=command, generated=runner.utc_now(),
-                           planned=planned, plots=plots, split=split, group_extra=top_lists,
+                           planned=planned, plots=plots, split=split,
+                           group_extra=top_lists_and_paired_test,
                            headline_extra=same_users, sources=sources)
   return report_lib.write(results, body)
 

@@ -7,7 +7,8 @@ finished run, exactly what the report reads, in the run directory's own layout
 (`RunSpec.run_dir` under the ledger):
 
   <ledger>/<dataset>/<model>/<mixture>/<seed...-key>/run.json   (run_validation.json: tuning)
-  <ledger>/.../<split>_eval/predictions/<task>.retrieval.jsonl.gz   key, retrieved (top-K lists)
+  <ledger>/.../<split>_eval/predictions/<task>.retrieval.jsonl.gz   key, retrieved (top-K lists),
+                                                                    targets (paired tests)
   <ledger>/.../<split>_eval/predictions/<task>.ranking.jsonl.gz     key, ranked, targets (Pop's HR)
 
 (the predictions cut to the fields the report reads: ~90 KB per ML-100K run instead of ~600 KB
@@ -50,7 +51,7 @@ from rec_t5x.experiments import retrieval_lists
 from rec_t5x.experiments import runner
 
 # The predictions the report reads (retrieval_lists) and their fields; rating ones are not read.
-KEPT_FIELDS = {retrieval_lists.PREDICTIONS_GLOB: ("key", "retrieved"),
+KEPT_FIELDS = {retrieval_lists.PREDICTIONS_GLOB: ("key", "retrieved", "targets"),
                retrieval_lists.RANKING_GLOB: ("key", "ranked", "targets")}
 LEDGER_DIR_NAME = "runs"  # inside the report's plots folder: docs/results/runs, docs/tuning/runs
 BASELINES_DIR_NAME = "baselines"

@@ -111,7 +111,7 @@ def group_section(group: aggregate.Group,
                   dataset_baselines: Mapping[str, Mapping[str, Any] | None] | None,
                   split: str = "test", extra_lines: Sequence[str] = ()) -> str:
   """The Markdown section of one setting: setting line, mixture table with baselines, extra lines
-  (e.g. the top-10 list statistics), runs."""
+  (e.g. the top-10 list statistics and paired tests), runs."""
   header = ["mixture", "n"] + [c.label for c in aggregate.COLUMNS] + ["R@10 vs rec_only"]
   lines = [f"### {group.title}", "", _setting_line(group, split), "",
            "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -304,7 +304,8 @@ def render(records: Sequence[Mapping[str, Any]], baselines: Baselines, *, comman
     plots: (caption, path relative to the report) of each plot.
     split: the split the records were evaluated on ("test", or "validation" for tuning).
     group_extra: lines to add to each setting's section after its table (the driver passes the
-      top-10 list statistics, which read the runs' prediction files).
+      top-10 list statistics and the paired per-user tests, which read the runs' prediction
+      files).
     headline_extra: a sentence to add to each setting's headline ('' for none; the driver passes
       the baselines' Recall@10 on the users the runs decoded, where that is a subset).
     sources: a sentence on where the records were read from, after the machine line.

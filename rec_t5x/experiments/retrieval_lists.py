@@ -169,7 +169,7 @@ def find_predictions(eval_dir: str | os.PathLike,
   return found[0] if found else None
 
 
-def _parsed_lines(path: str | os.PathLike, parse: Callable[[dict], T],
+def parsed_lines(path: str | os.PathLike, parse: Callable[[dict], T],
                   expected: str) -> Iterator[tuple[int, T]]:
   """(line number, parse(JSON object)) of each non-blank line of a JSON-lines file.
 
@@ -202,7 +202,7 @@ def pop_ranking_hits(path: str | os.PathLike, popularity: Popularity,
     order = sorted((int(i) for i in example["ranked"]), key=lambda i: (-popularity.count(i), i))
     return order.index(item_ids.parse_id(example["targets"]))
 
-  ranks = [rank for _, rank in _parsed_lines(
+  ranks = [rank for _, rank in parsed_lines(
       path, pop_rank, "'targets' naming one of the 'ranked' catalogue items")]
   if not ranks:
     raise ValueError(f"{path}: no examples")
@@ -220,7 +220,7 @@ def read_run_lists(path: str | os.PathLike) -> Lists:
     return user, np.asarray([int(i) for i in example["retrieved"]], dtype=np.int64)
 
   lists: Lists = {}
-  for line_number, (user, retrieved) in _parsed_lines(
+  for line_number, (user, retrieved) in parsed_lines(
       path, user_list, "a JSON object with an int 'key' and a list of int 'retrieved'"):
     if user in lists:
       raise ValueError(f"{path}:{line_number}: user {user} appears twice")

@@ -105,8 +105,8 @@ def test_report_analyses_top_lists_from_the_runs_predictions(tmp_path):
   run_dir = fakes.write_run(tmp_path / "runs", fakes.spec(), 0.1)
   predictions = commands.eval_dir(run_dir) / "predictions" / "rec_t5x.ml100k.retrieval.jsonl"
   predictions.parent.mkdir(parents=True)
-  predictions.write_text('{"key": 0, "retrieved": [10, 11]}\n'
-                         '{"key": 16777216, "retrieved": [12, 13]}\n')
+  predictions.write_text('{"key": 0, "retrieved": [10, 11], "targets": "<i10>"}\n'
+                         '{"key": 16777216, "retrieved": [12, 13], "targets": "<i12>"}\n')
   fakes.write_baseline(tmp_path / "baselines", "ml100k", "pop", 0.05)
   results = tmp_path / "results.md"
   assert driver.main(["--grid", "smoke", "--mixtures", "rec_only", "--runs_dir",
@@ -125,7 +125,7 @@ def test_top_lists_table_follows_the_report_order_of_mixtures(tmp_path):
     run_dir = fakes.write_run(tmp_path / "runs", fakes.spec(mixture=mixture), 0.1)
     predictions = commands.eval_dir(run_dir) / "predictions" / "rec_t5x.ml100k.retrieval.jsonl"
     predictions.parent.mkdir(parents=True)
-    predictions.write_text('{"key": 0, "retrieved": [10, 11]}\n')
+    predictions.write_text('{"key": 0, "retrieved": [10, 11], "targets": "<i10>"}\n')
   fakes.write_baseline(tmp_path / "baselines", "ml100k", "pop", 0.05)
   results = tmp_path / "results.md"
   assert driver.main(["--grid", "smoke", "--runs_dir", str(tmp_path / "runs"), "--results",
@@ -133,6 +133,24 @@ def test_top_lists_table_follows_the_report_order_of_mixtures(tmp_path):
                       str(tmp_path / "baselines"), "--report_only", "--report_all_runs"]) == 0
   section = results.read_text().split("Top-10 lists of the 1 test users")[1].split("Runs:")[0]
   assert 0 < section.index("| rec_only |") < section.index("| rec_mim |")
+
+
+def test_report_tests_each_mixture_against_rec_only_on_the_same_users(tmp_path):
+  # User 0's held-out item is 10: rec_mim's list [10, 11] hits, rec_only's [12, 13] does not.
+  for mixture, items, recall10 in (("rec_only", [12, 13], 0.0), ("rec_mim", [10, 11], 1.0)):
+    run_dir = fakes.write_run(tmp_path / "runs", fakes.spec(mixture=mixture), recall10)
+    predictions = commands.eval_dir(run_dir) / "predictions" / "rec_t5x.ml100k.retrieval.jsonl"
+    predictions.parent.mkdir(parents=True)
+    predictions.write_text(f'{{"key": 0, "retrieved": {items}, "targets": "<i10>"}}\n')
+  fakes.write_baseline(tmp_path / "baselines", "ml100k", "pop", 0.05)
+  results = tmp_path / "results.md"
+  assert driver.main(["--grid", "smoke", "--runs_dir", str(tmp_path / "runs"), "--results",
+                      str(results), "--plots_dir", str(tmp_path / "plots"), "--baselines_dir",
+                      str(tmp_path / "baselines"), "--report_only", "--report_all_runs"]) == 0
+  section = results.read_text().split("Paired test on the same users")[1].split("Runs:")[0]
+  assert "| rec_mim vs rec_only | 0 | 1 | 1.0000 | 0.0000 | 1 | 0 | p = 1.00 |" in section
+  # Pop ranks user 0's held-out item first (fakes.write_baseline): both hit.
+  assert "| rec_mim vs *Pop* | 0 | 1 | 1.0000 | 1.0000 | 0 | 0 | p = 1.00 |" in section
 
 
 def test_failed_run_still_writes_the_report_and_exits_1(tmp_path, monkeypatch):

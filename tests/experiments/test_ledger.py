@@ -11,7 +11,8 @@ from rec_t5x.experiments import ledger
 from rec_t5x.experiments import runner
 from tests.experiments import fakes
 
-RETRIEVAL = '{"key": 0, "retrieved": [10, 11]}\n{"key": 16777216, "retrieved": [12, 13]}\n'
+RETRIEVAL = ('{"key": 0, "retrieved": [10, 11], "targets": "<i10>"}\n'
+             '{"key": 16777216, "retrieved": [12, 13], "targets": "<i12>"}\n')
 PROMPT = ', "inputs": "Sequence of past interactions: <i3>; <i7>.", "retrieved_log_probs": [-1.5, -2]'
 RANKING = ('{"key": 0, "ranked": [13, 10], "targets": "<i10>"}\n'
            '{"key": 16777216, "ranked": [12, 11], "targets": "<i12>"}\n')
@@ -173,8 +174,8 @@ def test_export_names_the_line_of_a_malformed_predictions_file(tmp_path):
   spec = fakes.spec()
   run_dir = _run_with_predictions(tmp_path / "runs", spec, 0.1)
   retrieval = commands.eval_dir(run_dir) / "predictions" / "rec_t5x.ml100k.retrieval.jsonl"
-  retrieval.write_text('{"key": 0, "retrieved": [10]}\n\n{"key": 1}\n')
+  retrieval.write_text('{"key": 0, "retrieved": [10], "targets": "<i10>"}\n\n{"key": 1}\n')
   (record,) = runner.load_records([run_dir], [spec])
   with pytest.raises(ValueError, match=r"retrieval.jsonl:3: expected a JSON object with fields "
-                                       r"key, retrieved"):
+                                       r"key, retrieved, targets"):
     ledger.export(record, run_dir, tmp_path / "ledger")
