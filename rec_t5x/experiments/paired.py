@@ -30,7 +30,6 @@ import numpy as np
 from scipy import stats as scipy_stats
 
 from rec_t5x import item_ids
-from rec_t5x.baselines import outputs
 from rec_t5x.experiments import aggregate
 from rec_t5x.experiments import commands
 from rec_t5x.experiments import grid as grid_lib
@@ -128,17 +127,8 @@ def baseline_hits(baseline_dir: str | os.PathLike, users: set[int] | None = None
   Raises:
     ValueError: the outputs have no ranks for `split`, or lack some of `users`.
   """
-  path = pathlib.Path(baseline_dir) / outputs.TOPK_FILE
-  with np.load(path) as arrays:
-    name = f"{split}_full_ranks"
-    if name not in arrays.files or "users" not in arrays.files:
-      raise ValueError(f"{path}: no arrays 'users' and {name!r} (rec_t5x/baselines/outputs.py)")
-    ranks = dict(zip(arrays["users"].tolist(), arrays[name].tolist()))
-  wanted = set(ranks) if users is None else set(users)
-  missing = sorted(wanted - set(ranks))
-  if missing:
-    raise ValueError(f"{path}: no {split} rank for {len(missing)} users, e.g. {missing[:5]}")
-  return {u: ranks[u] <= k for u in wanted}
+  ranks = retrieval_lists.read_baseline_ranks(baseline_dir, split, users)
+  return {u: ranks[u] <= k for u in (set(ranks) if users is None else users)}
 
 
 def _checked_hits(record: Mapping, split: str, k: int) -> tuple[Hits | None, str]:

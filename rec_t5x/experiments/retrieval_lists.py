@@ -143,16 +143,27 @@ def baseline_recall_on_users(baseline_dir: str | os.PathLike, users: set[int], s
   Raises:
     ValueError: the outputs have no ranks for `split`, or lack some of `users`.
   """
+  ranks = read_baseline_ranks(baseline_dir, split, users)
+  return float(np.mean([ranks[u] <= k for u in users])), len(ranks)
+
+
+def read_baseline_ranks(baseline_dir: str | os.PathLike, split: str = "test",
+                        users: set[int] | None = None) -> dict[int, int]:
+  """{user: 1-based full-catalogue rank of the held-out item} of a baseline's `topk.npz`.
+
+  Raises:
+    ValueError: the outputs have no ranks for `split`, or lack some of `users` (None: no check).
+  """
   path = pathlib.Path(baseline_dir) / outputs.TOPK_FILE
   with np.load(path) as arrays:
     name = f"{split}_full_ranks"
     if name not in arrays.files or "users" not in arrays.files:
       raise ValueError(f"{path}: no arrays 'users' and {name!r} (rec_t5x/baselines/outputs.py)")
     ranks = dict(zip(arrays["users"].tolist(), arrays[name].tolist()))
-  missing = sorted(set(users) - set(ranks))
+  missing = sorted(set(users or ()) - set(ranks))
   if missing:
     raise ValueError(f"{path}: no {split} rank for {len(missing)} decoded users, e.g. {missing[:5]}")
-  return float(np.mean([ranks[u] <= k for u in users])), len(ranks)
+  return ranks
 
 
 def find_predictions(eval_dir: str | os.PathLike,

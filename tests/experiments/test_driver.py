@@ -101,19 +101,28 @@ def test_report_only_regenerates_report_and_plots_from_run_json(tmp_path):
   assert "Top-10 lists: not analysed" in text  # no Pop outputs, so no popularity
 
 
-def test_report_analyses_top_lists_from_the_runs_predictions(tmp_path):
-  run_dir = fakes.write_run(tmp_path / "runs", fakes.spec(), 0.1)
+def _write_retrieval(run_dir, text):
   predictions = commands.eval_dir(run_dir) / "predictions" / "rec_t5x.ml100k.retrieval.jsonl"
   predictions.parent.mkdir(parents=True)
-  predictions.write_text('{"key": 0, "retrieved": [10, 11], "targets": "<i10>"}\n'
-                         '{"key": 16777216, "retrieved": [12, 13], "targets": "<i12>"}\n')
+  predictions.write_text(text)
+
+
+def _report_beside_pop(tmp_path, *flags):
+  """Runs the driver's --report_only over tmp_path/runs with Pop's outputs; the report's text."""
   fakes.write_baseline(tmp_path / "baselines", "ml100k", "pop", 0.05)
   results = tmp_path / "results.md"
-  assert driver.main(["--grid", "smoke", "--mixtures", "rec_only", "--runs_dir",
-                      str(tmp_path / "runs"), "--results", str(results), "--plots_dir",
-                      str(tmp_path / "plots"), "--baselines_dir", str(tmp_path / "baselines"),
-                      "--report_only"]) == 0
-  section = results.read_text().split("Top-10 lists of the 2 test users the T5 runs decoded (")[1]
+  assert driver.main(["--grid", "smoke", *flags, "--runs_dir", str(tmp_path / "runs"),
+                      "--results", str(results), "--plots_dir", str(tmp_path / "plots"),
+                      "--baselines_dir", str(tmp_path / "baselines"), "--report_only"]) == 0
+  return results.read_text()
+
+
+def test_report_analyses_top_lists_from_the_runs_predictions(tmp_path):
+  run_dir = fakes.write_run(tmp_path / "runs", fakes.spec(), 0.1)
+  _write_retrieval(run_dir, '{"key": 0, "retrieved": [10, 11], "targets": "<i10>"}\n'
+                            '{"key": 16777216, "retrieved": [12, 13], "targets": "<i12>"}\n')
+  text = _report_beside_pop(tmp_path, "--mixtures", "rec_only")
+  section = text.split("Top-10 lists of the 2 test users the T5 runs decoded (")[1]
   section = section.split("Runs:")[0]
   # Items 10-13 of a 4-item catalogue, all among the 100 most popular; Pop's lists of users 0 and 1
   # are [10, 11] and [10, 12] (fakes.write_baseline), so the overlap@10 is (2/10 + 1/10) / 2.
@@ -123,15 +132,9 @@ def test_report_analyses_top_lists_from_the_runs_predictions(tmp_path):
 def test_top_lists_table_follows_the_report_order_of_mixtures(tmp_path):
   for mixture in ("rec_only", "rec_mim"):  # rec_mim's directory sorts first on disk
     run_dir = fakes.write_run(tmp_path / "runs", fakes.spec(mixture=mixture), 0.1)
-    predictions = commands.eval_dir(run_dir) / "predictions" / "rec_t5x.ml100k.retrieval.jsonl"
-    predictions.parent.mkdir(parents=True)
-    predictions.write_text('{"key": 0, "retrieved": [10, 11], "targets": "<i10>"}\n')
-  fakes.write_baseline(tmp_path / "baselines", "ml100k", "pop", 0.05)
-  results = tmp_path / "results.md"
-  assert driver.main(["--grid", "smoke", "--runs_dir", str(tmp_path / "runs"), "--results",
-                      str(results), "--plots_dir", str(tmp_path / "plots"), "--baselines_dir",
-                      str(tmp_path / "baselines"), "--report_only", "--report_all_runs"]) == 0
-  section = results.read_text().split("Top-10 lists of the 1 test users")[1].split("Runs:")[0]
+    _write_retrieval(run_dir, '{"key": 0, "retrieved": [10, 11], "targets": "<i10>"}\n')
+  text = _report_beside_pop(tmp_path, "--report_all_runs")
+  section = text.split("Top-10 lists of the 1 test users")[1].split("Runs:")[0]
   assert 0 < section.index("| rec_only |") < section.index("| rec_mim |")
 
 
@@ -139,15 +142,9 @@ def test_report_tests_each_mixture_against_rec_only_on_the_same_users(tmp_path):
   # User 0's held-out item is 10: rec_mim's list [10, 11] hits, rec_only's [12, 13] does not.
   for mixture, items, recall10 in (("rec_only", [12, 13], 0.0), ("rec_mim", [10, 11], 1.0)):
     run_dir = fakes.write_run(tmp_path / "runs", fakes.spec(mixture=mixture), recall10)
-    predictions = commands.eval_dir(run_dir) / "predictions" / "rec_t5x.ml100k.retrieval.jsonl"
-    predictions.parent.mkdir(parents=True)
-    predictions.write_text(f'{{"key": 0, "retrieved": {items}, "targets": "<i10>"}}\n')
-  fakes.write_baseline(tmp_path / "baselines", "ml100k", "pop", 0.05)
-  results = tmp_path / "results.md"
-  assert driver.main(["--grid", "smoke", "--runs_dir", str(tmp_path / "runs"), "--results",
-                      str(results), "--plots_dir", str(tmp_path / "plots"), "--baselines_dir",
-                      str(tmp_path / "baselines"), "--report_only", "--report_all_runs"]) == 0
-  section = results.read_text().split("Paired test on the same users")[1].split("Runs:")[0]
+    _write_retrieval(run_dir, f'{{"key": 0, "retrieved": {items}, "targets": "<i10>"}}\n')
+  text = _report_beside_pop(tmp_path, "--report_all_runs")
+  section = text.split("Paired test on the same users")[1].split("Runs:")[0]
   assert "| rec_mim vs rec_only | 0 | 1 | 1.0000 | 0.0000 | 1 | 0 | p = 1.00 |" in section
   # Pop ranks user 0's held-out item first (fakes.write_baseline): both hit.
   assert "| rec_mim vs *Pop* | 0 | 1 | 1.0000 | 1.0000 | 0 | 0 | p = 1.00 |" in section

@@ -72,7 +72,7 @@ def test_baseline_hits_by_hand(tmp_path):
   path = fakes.write_baseline(tmp_path, "ml100k", "sasrec", 0.1)  # ranks 1, 12, 3 of users 0-2
   assert paired.baseline_hits(path) == {0: True, 1: False, 2: True}
   assert paired.baseline_hits(path, {1, 2}, k=2) == {1: False, 2: False}
-  with pytest.raises(ValueError, match="no test rank for 1 users"):
+  with pytest.raises(ValueError, match="no test rank for 1 decoded users"):
     paired.baseline_hits(path, {0, 5})
 
 
