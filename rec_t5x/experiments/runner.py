@@ -258,7 +258,8 @@ def run_one(spec: grid_lib.RunSpec, runs_dir: str | os.PathLike, *,
     The run.json record.
 
   Raises:
-    CommandFailed: a subprocess failed (run.json is not written; re-running resumes).
+    CommandFailed: a subprocess failed, or training exited without its final checkpoint (run.json
+      is not written; re-running resumes).
     RuntimeError: the evaluation wrote no metrics, or evaluated another step than train_steps.
   """
   run_dir = spec.run_dir(pathlib.Path(runs_dir).resolve())
@@ -281,9 +282,16 @@ def run_one(spec: grid_lib.RunSpec, runs_dir: str | os.PathLike, *,
     start, completed = clock(), False
     try:
       executor(train, env=env, log_path=run_dir / "train.log")
-      completed = True
+      # rec_t5x.train exits 0 after saving on SIGTERM (preemption), so a clean exit alone does
+      # not mean the run reached train_steps; evaluating then would score a partial model.
+      completed = is_trained(spec, run_dir)
     finally:
       _finish_attempt(run_dir, attempt, clock() - start, completed)
+    if not completed:
+      raise CommandFailed(
+          f"{commands.shell(train)} exited without the final checkpoint "
+          f"{run_dir / str(spec.train_steps)} (stopped early, e.g. by SIGTERM; output in "
+          f"{run_dir / 'train.log'}); re-running resumes from its last checkpoint")
   log(f"[experiment] evaluating on {spec.eval_split.upper()} ({spec.decode_max_examples or 'all'} "
       "users per task)")
   start = clock()

@@ -18,11 +18,12 @@ from tests.experiments import fakes
 class FakeExecutor:
   """Plays rec_t5x.train (writes the final checkpoint) and rec_t5x.eval (eval_metrics.json)."""
 
-  def __init__(self, recall10=0.1, fail_train=False, eval_step=None):
+  def __init__(self, recall10=0.1, fail_train=False, eval_step=None, preempt_train=False):
     self.calls = []
     self.recall10 = recall10
     self.fail_train = fail_train
     self.eval_step = eval_step
+    self.preempt_train = preempt_train  # exit 0 after saving step 2, as on SIGTERM
 
   def __call__(self, command, *, env, log_path):
     bindings = dict(a[len("--gin."):].split("=", 1) for a in command if a.startswith("--gin."))
@@ -32,6 +33,9 @@ class FakeExecutor:
       if self.fail_train:
         raise runner.CommandFailed("train killed")
       model_dir = pathlib.Path(ast.literal_eval(bindings["MODEL_DIR"]))
+      if self.preempt_train:
+        (model_dir / "2" / "train_state").mkdir(parents=True)
+        return
       (model_dir / bindings["TRAIN_STEPS"] / "train_state").mkdir(parents=True)
       self.steps = int(bindings["TRAIN_STEPS"])
     else:
@@ -147,6 +151,22 @@ def test_interrupted_training_leaves_no_run_json_and_is_resumed(tmp_path):
   attempts = fakes.read(run_dir / "timing.json")["train_attempts"]
   assert [a["completed"] for a in attempts] == [False, True]
   assert record["train_seconds"] == 20.0  # Both attempts count.
+
+
+def test_training_that_exits_cleanly_before_its_last_step_is_not_evaluated(tmp_path):
+  spec = fakes.spec()
+  preempted = FakeExecutor(preempt_train=True)
+  with pytest.raises(runner.CommandFailed, match=r"exited without the final checkpoint .*/4 "
+                                                 r"\(stopped early, e.g. by SIGTERM"):
+    _run(spec, tmp_path, preempted)
+  assert preempted.binaries() == ["rec_t5x.train"]  # No evaluation of the step-2 checkpoint.
+  run_dir = spec.run_dir(tmp_path)
+  assert not (run_dir / "run.json").exists()
+  executor = FakeExecutor()
+  _run(spec, tmp_path, executor)
+  assert executor.binaries() == ["rec_t5x.train", "rec_t5x.eval"]
+  attempts = fakes.read(run_dir / "timing.json")["train_attempts"]
+  assert [a["completed"] for a in attempts] == [False, True]
 
 
 def test_run_json_of_another_spec_is_not_done(tmp_path):
