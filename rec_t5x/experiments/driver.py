@@ -201,11 +201,41 @@ def write_outputs(records: list[dict[str, Any]], baselines: dict[str, Any], *,
   return report_lib.write(results, body)
 
 
+def checkout_root(start: str | os.PathLike) -> pathlib.Path | None:
+  """The git checkout that holds `start` (the nearest folder up with a `.git`), or None."""
+  path = pathlib.Path(start).resolve()
+  for folder in (path, *path.parents):
+    if (folder / ".git").exists():
+      return folder
+  return None
+
+
+def foreign_checkout_warning(cwd: str | os.PathLike,
+                             repo_root: str | os.PathLike = grid_lib.REPO_ROOT) -> str | None:
+  """A warning when the driver runs inside one checkout but imports rec_t5x from another.
+
+  An editable install (`pip install -e`) fixes the package, and so the defaults (runs/,
+  docs/results.md, docs/results/), to the checkout it was installed from; run from a second clone
+  with the first one's interpreter, the driver would train that checkout's code and write its
+  report there. `PYTHONPATH=<clone>` makes the clone's own code and paths the ones used.
+  """
+  here = checkout_root(cwd)
+  if here is None or here == pathlib.Path(repo_root).resolve():
+    return None
+  return (f"[experiment] warning: the working directory is in the checkout {here}, but rec_t5x "
+          f"is imported from {repo_root}, so that checkout's code runs and the default outputs "
+          f"(runs/experiment, docs/results.md, docs/results/) are written there; run with "
+          f"PYTHONPATH={here} to use this checkout")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
   """Runs the driver; returns the exit status."""
   argv = list(sys.argv[1:] if argv is None else argv)
   parser = build_parser()
   args = parser.parse_args(argv)
+  warning = foreign_checkout_warning(os.getcwd())
+  if warning:
+    print(warning, file=sys.stderr)
   try:
     grid = grid_from_args(args)
   except ValueError as e:

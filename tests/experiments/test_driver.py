@@ -209,3 +209,20 @@ def test_report_of_all_runs_leaves_out_runs_of_an_earlier_training_revision(tmp_
   assert "1 runs trained under an earlier training revision are left out." in text
   assert f"earlier training revision (key {old_dir.name[-10:]} is no longer its spec's): " in (
       capsys.readouterr().out)
+
+
+def test_warns_when_run_in_one_checkout_with_the_package_of_another(tmp_path):
+  installed, clone = tmp_path / "main", tmp_path / "clone"
+  for root in (installed, clone):
+    (root / ".git").mkdir(parents=True)
+    (root / "docs").mkdir()
+  assert driver.checkout_root(clone / "docs") == clone.resolve()
+  assert driver.foreign_checkout_warning(installed / "docs", installed) is None
+  warning = driver.foreign_checkout_warning(clone / "docs", installed)
+  assert f"PYTHONPATH={clone.resolve()}" in warning and str(installed) in warning
+  # Outside any checkout (e.g. a scratch folder) there is nothing to confuse.
+  (tmp_path / "scratch").mkdir()
+  assert driver.checkout_root(tmp_path / "scratch") is None
+  assert driver.foreign_checkout_warning(tmp_path / "scratch", installed) is None
+  # The repository the tests run from imports its own package: no warning.
+  assert driver.foreign_checkout_warning(grid_lib.REPO_ROOT) is None
