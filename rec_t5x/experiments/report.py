@@ -109,9 +109,15 @@ def _shown_path(result_dir: str) -> str:
 
 def group_section(group: aggregate.Group,
                   dataset_baselines: Mapping[str, Mapping[str, Any] | None] | None,
-                  split: str = "test", extra_lines: Sequence[str] = ()) -> str:
+                  split: str = "test", extra_lines: Sequence[str] = (),
+                  machines: Mapping[str, str] | None = None) -> str:
   """The Markdown section of one setting: setting line, mixture table with baselines, extra lines
-  (e.g. the top-10 list statistics and paired tests), runs."""
+  (e.g. the top-10 list statistics and paired tests), runs.
+
+  `machines` ({description: label}, `machine_labels`) adds a column naming each run's machine
+  when the report's runs come from more than one.
+  """
+  by_machine = machines is not None and len(machines) > 1
   header = ["mixture", "n"] + [c.label for c in aggregate.COLUMNS] + ["R@10 vs rec_only"]
   lines = [f"### {group.title}", "", _setting_line(group, split), "",
            "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -126,10 +132,9 @@ def group_section(group: aggregate.Group,
   lines += ["", _baseline_note(dataset_baselines, split), ""]
   if extra_lines:
     lines += [*extra_lines, ""]
-  lines += ["Runs:", "",
-            "| mixture | seed | steps | train | eval | final train loss | finished (UTC) | run | "
-            "commit |",
-            "|---|---|---|---|---|---|---|---|---|"]
+  columns = ["mixture", "seed", "steps", "train", "eval", "final train loss", "finished (UTC)",
+             "run", "commit"] + (["machine"] if by_machine else [])
+  lines += ["Runs:", "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
   for mixture in group.mixtures:
     for record in group.runs[mixture]:
       losses = (record.get("train_curve") or {}).get("loss") or []
@@ -140,7 +145,8 @@ def group_section(group: aggregate.Group,
           f"{durations.format_duration(record.get('train_seconds'))} | "
           f"{durations.format_duration(record.get('eval_seconds'))} | {loss} | "
           f"{record.get('date', '?')} | `{record.get('key', '?')}` | "
-          f"{provenance.short_commit(record)} |")
+          f"{provenance.short_commit(record)} |"
+          + (f" {machines[machine_description(record)]} |" if by_machine else ""))
   return "\n".join(lines)
 
 
@@ -244,17 +250,31 @@ def budgets_section(series: Sequence[aggregate.BudgetSeries], split: str = "test
   return "\n".join(lines)
 
 
-def _machines(records: Sequence[Mapping[str, Any]]) -> str:
-  seen = []
-  for record in records:
-    m = record.get("machine") or {}
-    text = f"{m.get('nproc', '?')} CPUs ({m.get('cpu') or 'unknown CPU'}), {m.get('platform', '?')}"
-    if text not in seen:
-      seen.append(text)
+def machine_description(record: Mapping[str, Any]) -> str:
+  """CPU count, CPU model and platform of the machine a record was written on."""
+  m = record.get("machine") or {}
+  return f"{m.get('nproc', '?')} CPUs ({m.get('cpu') or 'unknown CPU'}), {m.get('platform', '?')}"
+
+
+def machine_labels(records: Sequence[Mapping[str, Any]]) -> dict[str, str]:
+  """{description: "M1", "M2", ...} for the machines of `records`, numbered in the order of each
+  machine's earliest run (its record's "date"), so adding later runs keeps the labels."""
+  ordered = sorted(records, key=lambda r: str(r.get("date") or ""))
+  descriptions = dict.fromkeys(machine_description(r) for r in ordered)
+  return {d: f"M{i}" for i, d in enumerate(descriptions, start=1)}
+
+
+def _machines(records: Sequence[Mapping[str, Any]], labels: Mapping[str, str]) -> str:
+  """The header's machine line: one description, or each labelled with its number of runs."""
+  if len(labels) > 1:
+    counts = {d: sum(machine_description(r) == d for r in records) for d in labels}
+    text = "; ".join(f"{label} = {d} ({counts[d]} runs)" for d, label in labels.items())
+  else:
+    text = next(iter(labels), "unknown")
   loads = [l[0] for r in records if (l := (r.get("machine") or {}).get("load_average"))]
   load = (f"; 1-minute load average when the runs finished: {min(loads):.1f}-{max(loads):.1f}"
           if loads else "")
-  return ("; ".join(seen) or "unknown") + load
+  return text + load
 
 
 SETUP = """\
@@ -275,7 +295,8 @@ Training losses average over each mixture's own tasks, so compare their shapes, 
 In the runs' tables, "~" before a training time marks one that includes a killed attempt's time,
 estimated from its log (rec_t5x/experiments/runner.py); "commit" is the checkout a run was recorded from ("+": with uncommitted changes
 to the code; "–": recorded before runs kept it), followed by "(trained ...)" when its training
-started from other code.
+started from other code; "machine", where the runs come from more than one, is the machine that
+recorded a run, as numbered in the header.
 """
 
 
@@ -314,13 +335,14 @@ def render(records: Sequence[Mapping[str, Any]], baselines: Baselines, *, comman
     Markdown text ending with a newline.
   """
   groups = aggregate.group_records(records)
+  machines = machine_labels(records)
   count = f"{len(records)} of {planned}" if planned is not None else f"{len(records)}"
   lines = [
       f"# {TITLES[split]}", "",
       "<!-- Generated by scripts/run_experiment.py from run.json files; everything above "
       "'## Discussion' is rewritten on each run. -->", "",
       f"Command: `{command}`", "",
-      f"Generated {generated} from {count} complete runs. Machine: {_machines(records)}."
+      f"Generated {generated} from {count} complete runs. Machine: {_machines(records, machines)}."
       + (f" {sources}" if sources else ""), "",
       "## Headline", ""]
   variants = aggregate.rate_variants(groups)
@@ -345,7 +367,8 @@ def render(records: Sequence[Mapping[str, Any]], baselines: Baselines, *, comman
   lines += ["", "## Setup", "", SETUP.format(SPLIT=split.upper(), split=split), "## Results", ""]
   for group in groups:
     extra = group_extra(group) if group_extra is not None else ()
-    lines += [group_section(group, baselines.get(group.setting["dataset"]), split, extra), ""]
+    lines += [group_section(group, baselines.get(group.setting["dataset"]), split, extra,
+                            machines), ""]
   titles = titles_section(aggregate.title_pairs(groups), split)
   if titles:
     lines += [titles, ""]

@@ -60,6 +60,23 @@ def test_report_with_baselines_side_by_side(tmp_path):
   assert "SASRec: patience, best epoch 3/8" in text
 
 
+def test_runs_from_two_machines_are_numbered_by_their_first_run(tmp_path):
+  records = _records(tmp_path)
+  assert "| machine |" not in _render(records, {})  # One machine: no column.
+  # The later machine's records come first in the list: numbering follows the dates.
+  for record in records[:2]:
+    record["machine"] = {"nproc": 2, "cpu": "Test CPU", "platform": "Linux-later"}
+    record["date"] = "2026-11-27T10:00:00+00:00"
+  text = _render(records, {})
+  assert ("Machine: M1 = 2 CPUs (Test CPU), Linux-test (2 runs); "
+          "M2 = 2 CPUs (Test CPU), Linux-later (2 runs);") in text
+  assert "| run | commit | machine |" in text
+  only_key = fakes.spec(mixture="rec_only", seed=0).key()
+  mim_key = fakes.spec(mixture="rec_mim", seed=0).key()
+  assert f"| `{only_key}` | – | M2 |" in text and f"| `{mim_key}` | – | M1 |" in text
+  assert report.machine_labels([]) == {}
+
+
 def test_headline_extra_is_appended_to_each_settings_headline(tmp_path):
   records = _records(tmp_path)
   baselines = baselines_lib.read_all(tmp_path / "no_baselines", ["ml100k"])
