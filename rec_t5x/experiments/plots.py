@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 import math
 import os
 import pathlib
+import textwrap
 from typing import Any
 
 import matplotlib
@@ -29,6 +30,9 @@ Baselines = Mapping[str, Mapping[str, Mapping[str, Any] | None]]
 RECALL_FILE = "recall_at_10.png"
 LOSS_FILE = "train_loss.png"
 _PANEL_SIZE = (5.5, 4.0)
+# Characters per line of a panel title at fontsize 9, so a long setting name stays inside its
+# panel instead of running into the next one.
+_TITLE_WIDTH = 64
 
 
 def _panels(count: int) -> tuple[Any, list[Any]]:
@@ -42,11 +46,14 @@ def _panels(count: int) -> tuple[Any, list[Any]]:
   return figure, flat[:count]
 
 
-def _panel_title(group: aggregate.Group) -> str:
+def panel_title(group: aggregate.Group) -> str:
+  """Setting name, budget and initialisation, wrapped to `_TITLE_WIDTH`, then one gin binding
+  per line."""
   s = group.setting
   init = "init ckpt" if s.get("initial_checkpoint") else "scratch"
-  bindings = "".join(f"\n{b}" for b in s.get("gin_bindings") or ())
-  return f"{group.title}: {s['train_steps']} steps x {s['batch_size']}, {init}{bindings}"
+  head = textwrap.fill(f"{group.title}: {s['train_steps']} steps x {s['batch_size']}, {init}",
+                       width=_TITLE_WIDTH)
+  return "\n".join([head, *(s.get("gin_bindings") or ())])
 
 
 def error_bars(stats: Sequence[aggregate.Stat | None]) -> tuple[list[int], list[float], list[float]]:
@@ -108,7 +115,7 @@ def recall_plot(groups: Sequence[aggregate.Group], baselines: Baselines,
     if ax.get_legend_handles_labels()[0]:
       ax.legend(fontsize=7, loc="best")
     ax.set_ylabel(f"{split} Recall@10")
-    ax.set_title(_panel_title(group), fontsize=9)
+    ax.set_title(panel_title(group), fontsize=9)
   figure.tight_layout()
   return _save(figure, path)
 
@@ -134,7 +141,7 @@ def loss_plot(groups: Sequence[aggregate.Group], path: str | os.PathLike) -> pat
       ax.text(0.5, 0.5, "no training loss logged", ha="center", va="center", transform=ax.transAxes)
     ax.set_xlabel("step")
     ax.set_ylabel("training loss (mean over seeds)")
-    ax.set_title(_panel_title(group), fontsize=9)
+    ax.set_title(panel_title(group), fontsize=9)
   figure.tight_layout()
   return _save(figure, path)
 

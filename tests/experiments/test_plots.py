@@ -50,3 +50,16 @@ def test_seed_points_one_dot_per_finite_seed_within_its_bar():
                              half_width=0.2)
   assert ys == [0.1, 0.2, 0.3, 0.5, 0.4, 0.6]
   assert xs == pytest.approx([-0.2, 0.0, 0.2, 1.0, 2.8, 3.2])
+
+
+def test_long_panel_titles_are_wrapped_and_keep_every_binding():
+  bindings = ("seqio_tasks.mixing_rates.mim=0.3333", "seqio_tasks.mixing_rates.mlm=0.3333",
+              "seqio_tasks.mixing_rates.bpr=0.3333", "LEARNING_RATE=0.01")
+  record = fakes.record(fakes.spec(mixture="rec_all", gin_bindings=bindings), 0.1)
+  group = aggregate.group_records([record])[0]
+  title = plots.panel_title(group)
+  lines = title.split("\n")
+  assert len(lines) > len(bindings) + 1  # The setting line was long enough to wrap.
+  assert all(len(line) <= 64 for line in lines)
+  assert lines[-len(bindings):] == list(bindings)
+  assert "4 steps x 2, scratch" in " ".join(lines[:-len(bindings)])
