@@ -268,7 +268,8 @@ def _machines(records: Sequence[Mapping[str, Any]], labels: Mapping[str, str]) -
   """The header's machine line: one description, or each labelled with its number of runs."""
   if len(labels) > 1:
     counts = {d: sum(machine_description(r) == d for r in records) for d in labels}
-    text = "; ".join(f"{label} = {d} ({counts[d]} runs)" for d, label in labels.items())
+    text = "; ".join(f"{label} = {d} ({counts[d]} run{'' if counts[d] == 1 else 's'})"
+                     for d, label in labels.items())
   else:
     text = next(iter(labels), "unknown")
   loads = [l[0] for r in records if (l := (r.get("machine") or {}).get("load_average"))]

@@ -75,6 +75,9 @@ def test_runs_from_two_machines_are_numbered_by_their_first_run(tmp_path):
   mim_key = fakes.spec(mixture="rec_mim", seed=0).key()
   assert f"| `{only_key}` | – | M2 |" in text and f"| `{mim_key}` | – | M1 |" in text
   assert report.machine_labels([]) == {}
+  # A machine with one run is counted in the singular.
+  records[0]["machine"] = {"nproc": 2, "cpu": "Other CPU", "platform": "Linux-later"}
+  assert "M2 = 2 CPUs (Other CPU), Linux-later (1 run);" in _render(records, {})
 
 
 def test_headline_extra_is_appended_to_each_settings_headline(tmp_path):
