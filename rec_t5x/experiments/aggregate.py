@@ -216,16 +216,45 @@ class Group:
 
 
 def group_records(records: Sequence[Record]) -> list[Group]:
-  """Groups run.json records by setting, in order of first appearance; seeds sorted per mixture."""
+  """Groups run.json records by setting; seeds sorted per mixture.
+
+  Settings that differ only in training length and mixing rates form a family; families come in
+  order of first appearance, and inside one the settings by steps, then by rates (default rates
+  first, then by rate value), so neither run keys nor file order shuffle a rate or length sweep.
+  """
   groups: dict[tuple[tuple[str, Any], ...], Group] = {}
   for record in records:
     key = _setting(record)
     group = groups.setdefault(key, Group(setting=dict(key), runs={}))
     group.runs.setdefault(record["spec"]["mixture"], []).append(record)
+  families: dict[Any, int] = {}
   for group in groups.values():
+    families.setdefault(_family(group), len(families))
     for runs in group.runs.values():
       runs.sort(key=lambda r: r["spec"]["seed"])
-  return list(groups.values())
+  return sorted(groups.values(), key=lambda g: (families[_family(g)], g.setting["train_steps"] or 0,
+                                                _rate_order(g)))
+
+
+def _family(group: Group) -> tuple[Any, ...]:
+  """A setting without its training length and mixing rates (see `group_records`)."""
+  bindings = _without_decay_steps(group.setting.get("gin_bindings") or ())
+  rest = tuple((k, v) for k, v in group.setting.items() if k not in ("train_steps", "gin_bindings"))
+  return rest, tuple(b for b in bindings if mixing_rate_binding(b) is None)
+
+
+def _rate_order(group: Group) -> tuple[tuple[str, float, str], ...]:
+  """The setting's mixing rates as (task, value, text), numeric where the value parses."""
+  order = []
+  for binding in group.setting.get("gin_bindings") or ():
+    if (rate := mixing_rate_binding(binding)) is not None:
+      task, _, value = rate.partition("=")
+      try:
+        number = float(value)
+      except ValueError:
+        number = float("inf")
+      order.append((task, number, value))
+  return tuple(order)
 
 
 def gain_between(group: Group, mixture: str, reference: Group, reference_mixture: str,

@@ -51,6 +51,21 @@ def test_groups_split_by_setting():
   assert [g.title for g in groups] == ["ML-100K / tiny", "ML-100K / tiny", "ML-100K / small"]
 
 
+def test_groups_order_a_length_and_rate_sweep_by_steps_then_rate_value():
+  rate = "seqio_tasks.mixing_rates.mim="
+  records = (_records({"rec_mim": [0.1]}, gin_bindings=(rate + "9",))
+             + _records({"rec_only": [0.1]}, model="small")
+             + _records({"rec_mim": [0.1]}, train_steps=8)
+             + _records({"rec_mim": [0.1]}, gin_bindings=(rate + "3",))
+             + _records({"rec_mim": [0.1]}, gin_bindings=(rate + "0.5",))
+             + _records({"rec_only": [0.1]}))
+  groups = aggregate.group_records(records)
+  assert [(g.setting["model"], g.setting["train_steps"], g.title) for g in groups] == [
+      ("tiny", 4, "ML-100K / tiny"), ("tiny", 4, "ML-100K / tiny / rates mim=0.5"),
+      ("tiny", 4, "ML-100K / tiny / rates mim=3"), ("tiny", 4, "ML-100K / tiny / rates mim=9"),
+      ("tiny", 8, "ML-100K / tiny"), ("small", 4, "ML-100K / small")]
+
+
 def test_relative_gain_edge_cases():
   assert aggregate.relative_gain(0.3, 0.2) == pytest.approx(50.0)
   assert aggregate.relative_gain(0.1, 0.0) is None
