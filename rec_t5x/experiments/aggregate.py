@@ -13,6 +13,7 @@ the records: nothing here reads files.
 """
 from __future__ import annotations
 
+import collections
 from collections.abc import Iterable, Mapping, Sequence
 import dataclasses
 import math
@@ -268,6 +269,28 @@ def p_value_between(group: Group, mixture: str, reference: Group, reference_mixt
                     column: Column = RECALL_10) -> float | None:
   """Welch t-test p of `mixture`'s seeds in `group` against `reference_mixture`'s in `reference`."""
   return welch_p_value(group.values(mixture, column), reference.values(reference_mixture, column))
+
+
+def section_titles(groups: Sequence[Group]) -> list[str]:
+  """Each group's title, made unique among `groups` for the report's section headings.
+
+  Groups of one title that differ in length get ' / <steps> steps', then in batch size
+  ' / batch <size>'; titles still shared after that get ' (<k> of <n>)' in the groups' order.
+  """
+  titles = [g.title for g in groups]
+  for field, label in (("train_steps", " / {} steps"), ("batch_size", " / batch {}")):
+    shared: dict[str, set[Any]] = {}
+    for title, group in zip(titles, groups):
+      shared.setdefault(title, set()).add(group.setting.get(field))
+    titles = [title + label.format(group.setting.get(field)) if len(shared[title]) > 1 else title
+              for title, group in zip(titles, groups)]
+  counts = collections.Counter(titles)
+  seen: collections.Counter[str] = collections.Counter()
+  out = []
+  for title in titles:
+    seen[title] += 1
+    out.append(f"{title} ({seen[title]} of {counts[title]})" if counts[title] > 1 else title)
+  return out
 
 
 @dataclasses.dataclass(frozen=True)

@@ -228,6 +228,12 @@ def foreign_checkout_warning(cwd: str | os.PathLike,
           f"PYTHONPATH={here} to use this checkout")
 
 
+
+def _runs(n: int) -> str:
+  """'1 run', '3 runs'."""
+  return f"{n} run{'' if n == 1 else 's'}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
   """Runs the driver; returns the exit status."""
   argv = list(sys.argv[1:] if argv is None else argv)
@@ -243,7 +249,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   specs = list(grid.runs())
   runs_dir = args.runs_dir.resolve()
   run_dirs = [spec.run_dir(runs_dir) for spec in specs]
-  print(f"[experiment] grid {grid.name}: {len(specs)} runs of {grid.train_steps} steps x batch "
+  print(f"[experiment] grid {grid.name}: {_runs(len(specs))} of {grid.train_steps} steps x batch "
         f"{grid.batch_size} under {runs_dir}")
   split = grid.eval_split
   plots_dir = args.plots_dir or DEFAULT_PLOTS_DIR[split]
@@ -309,11 +315,12 @@ def main(argv: Sequence[str] | None = None) -> int:
   sources = (f"Run records: {shown}/ (the ledger, committed with "
              f"this report), {on_machine} of the {len(records)} runs also in run directories on "
              "the machine that wrote it."
-             + (f" {len(stale)} runs trained under an earlier training revision are left out."
+             + (f" {_runs(len(stale))} trained under an earlier training revision "
+                f"{'is' if len(stale) == 1 else 'are'} left out."
                 if stale else ""))
   path = write_outputs(records, baselines, results=results, plots_dir=plots_dir, command=command,
                        planned=planned, split=split, sources=sources)
-  print(f"[experiment] {len(grid_records)}/{len(specs)} runs of the grid complete; report "
-        f"({len(records)} runs, {len(records) - on_machine} from the ledger only): {path}; "
+  print(f"[experiment] {len(grid_records)}/{_runs(len(specs))} of the grid complete; report "
+        f"({_runs(len(records))}, {len(records) - on_machine} from the ledger only): {path}; "
         f"ledger {ledger_dir}: {len(exported)} files or baseline folders written")
   return status

@@ -66,6 +66,21 @@ def test_groups_order_a_length_and_rate_sweep_by_steps_then_rate_value():
       ("tiny", 8, "ML-100K / tiny"), ("small", 4, "ML-100K / small")]
 
 
+def test_section_titles_tell_apart_settings_of_one_title():
+  rate = "seqio_tasks.mixing_rates.mim="
+  records = (_records({"rec_only": [0.1]}) + _records({"rec_only": [0.1]}, train_steps=8)
+             + _records({"rec_only": [0.1]}, train_steps=8, batch_size=16)
+             + _records({"rec_only": [0.1]}, gin_bindings=(rate + "3",))
+             + _records({"rec_only": [0.1]}, model="small")
+             + _records({"rec_only": [0.1]}, model="small", gin_bindings=("LEARNING_RATE=0.1",)))
+  groups = aggregate.group_records(records)
+  assert aggregate.section_titles(groups) == [
+      "ML-100K / tiny / 4 steps", "ML-100K / tiny / rates mim=3", "ML-100K / tiny / 8 steps / batch 2",
+      "ML-100K / tiny / 8 steps / batch 16", "ML-100K / small (1 of 2)", "ML-100K / small (2 of 2)"]
+  assert aggregate.section_titles(groups[:2]) == ["ML-100K / tiny", "ML-100K / tiny / rates mim=3"]
+  assert aggregate.section_titles([]) == []
+
+
 def test_relative_gain_edge_cases():
   assert aggregate.relative_gain(0.3, 0.2) == pytest.approx(50.0)
   assert aggregate.relative_gain(0.1, 0.0) is None

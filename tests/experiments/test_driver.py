@@ -76,8 +76,15 @@ def test_dry_run_lists_states(tmp_path, capsys):
   fakes.write_run(tmp_path, fakes.spec(), 0.1)  # The smoke grid's rec_only run.
   assert driver.main(["--grid", "smoke", "--runs_dir", str(tmp_path), "--dry_run"]) == 0
   out = capsys.readouterr().out
+  assert "grid smoke: 2 runs of 4 steps x batch 2" in out
   assert "done" in out and "ml100k/tiny/rec_only seed 0" in out
   assert "new" in out and "ml100k/tiny/rec_mim seed 0" in out
+
+
+def test_dry_run_counts_one_run_in_the_singular(tmp_path, capsys):
+  assert driver.main(["--grid", "smoke", "--runs_dir", str(tmp_path), "--mixtures", "rec_only",
+                      "--dry_run"]) == 0
+  assert "grid smoke: 1 run of 4 steps x batch 2" in capsys.readouterr().out
 
 
 def test_report_only_regenerates_report_and_plots_from_run_json(tmp_path):
@@ -205,8 +212,8 @@ def test_report_of_all_runs_leaves_out_runs_of_an_earlier_training_revision(tmp_
                       str(results), "--plots_dir", str(tmp_path / "plots"), "--baselines_dir",
                       str(tmp_path / "baselines"), "--report_only", "--report_all_runs"]) == 0
   text = results.read_text()
-  assert "from 1 complete runs" in text and "only rec_only was run" in text
-  assert "1 runs trained under an earlier training revision are left out." in text
+  assert "from 1 complete run. " in text and "only rec_only was run" in text
+  assert "1 run trained under an earlier training revision is left out." in text
   assert f"earlier training revision (key {old_dir.name[-10:]} is no longer its spec's): " in (
       capsys.readouterr().out)
 

@@ -190,6 +190,9 @@ def test_budgets_section_compares_each_length_with_the_fewest_steps(tmp_path):
   ]
   headline = text.split("## Headline")[1].split("## Setup")[0]
   assert headline.count('The same setting at 4 steps: compared with it under "Training length".') == 1
+  # Each length has its own section, and the headings say which is which.
+  assert [line for line in text.splitlines() if line.startswith("### ML")] == [
+      "### ML-100K / tiny / 4 steps", "### ML-100K / tiny / 8 steps"]
   # A mean over a run whose time includes a killed attempt's estimate is marked as the runs are.
   records = runner.load_records(dirs)
   records[-1]["train_seconds_estimated"] = True
