@@ -221,6 +221,30 @@ def rates_section(variants: Sequence[aggregate.RateVariant], split: str = "test"
   return "\n".join(lines)
 
 
+def rate_variant_headline(variant: aggregate.RateVariant, split: str = "test") -> str:
+  """The sentence a rate setting's headline bullet ends with: its best mixture against rec_only
+  and against the same mixture at the default rates (the runs of the base setting)."""
+  rates = " ".join(variant.rates)
+  stats = {m: st for m in variant.variant.mixtures
+           if (st := variant.variant.stat(m, aggregate.RECALL_10)) is not None}
+  if not stats:
+    return (f"Mixing rates {rates} on the setting at default rates: compared with it under "
+            '"Mixing rates".')
+  best = max(stats, key=lambda m: stats[m].mean)
+  against = []
+  for reference in dict.fromkeys((grid_lib.BASELINE_MIXTURE, best)):
+    base = variant.base.stat(reference, aggregate.RECALL_10)
+    if base is not None:
+      gain = aggregate.format_gain(variant.gain(best, reference), variant.p_value(best, reference))
+      against.append(f"{reference} at default rates ({aggregate.format_stat(base)}, n={base.n}) "
+                     f"{gain}")
+  if not against:
+    return (f"Mixing rates {rates} on the setting at default rates, where neither rec_only nor "
+            f"{best} has a run: see \"Mixing rates\".")
+  return (f"Against the setting at default rates, {best} at {rates} ({split} R@10, Welch's p): "
+          + "; ".join(against) + ' (all mixtures under "Mixing rates").')
+
+
 def budgets_section(series: Sequence[aggregate.BudgetSeries], split: str = "test") -> str:
   """Markdown comparing each setting run at several training lengths (the linear decay moved to
   end at each one's last step), per mixture against its shortest budget. Empty without series."""
@@ -350,7 +374,7 @@ def render(records: Sequence[Mapping[str, Any]], baselines: Baselines, *, comman
       + (f" {sources}" if sources else ""), "",
       "## Headline", ""]
   variants = aggregate.rate_variants(groups)
-  variant_rates = {id(v.variant): v.rates for v in variants}
+  variant_of = {id(v.variant): v for v in variants}
   series = aggregate.budget_series(groups)
   shorter = {id(g): one.shortest.setting["train_steps"] for one in series for g in one.groups[1:]}
   if groups:
@@ -359,9 +383,8 @@ def render(records: Sequence[Mapping[str, Any]], baselines: Baselines, *, comman
       extra = headline_extra(g) if headline_extra is not None else ""
       if extra:
         line += f" {extra}"
-      if id(g) in variant_rates:
-        line += (f" Mixing rates {' '.join(variant_rates[id(g)])} on the setting at default rates: "
-                 "compared with it under \"Mixing rates\".")
+      if id(g) in variant_of:
+        line += f" {rate_variant_headline(variant_of[id(g)], split)}"
       if id(g) in shorter:
         line += (f" The same setting at {shorter[id(g)]} steps: compared with it under "
                  "\"Training length\".")

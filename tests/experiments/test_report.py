@@ -1,4 +1,5 @@
 """Tests for rec_t5x.experiments.report: Markdown from fake run.json files, Discussion kept."""
+from rec_t5x.experiments import aggregate
 from rec_t5x.experiments import baselines as baselines_lib
 from rec_t5x.experiments import grid as grid_lib
 from rec_t5x.experiments import report
@@ -157,9 +158,32 @@ def test_rates_section_compares_each_rate_variant_with_its_default_rate_setting(
                   "1.1000 | +50.0% | +100.0% |"]
   headline = [l for l in text.split("## Setup")[0].splitlines() if "mim=0.333" in l]
   assert len(headline) == 1 and headline[0].endswith(
-      'Mixing rates mim=0.333 bpr=0.333 on the setting at default rates: compared with it under '
-      '"Mixing rates".')
+      "Against the setting at default rates, rec_all at mim=0.333 bpr=0.333 (test R@10, Welch's "
+      "p): rec_only at default rates (0.1500 ± 0.0707, n=2) +100.0%; rec_all at default rates "
+      '(0.2000, n=1) +50.0% (all mixtures under "Mixing rates").')
   assert "Mixing rates mim=3" not in text
+
+
+def test_rate_variant_headline_tests_the_best_mixture_against_both_references():
+  rate = ("seqio_tasks.mixing_rates.mim=9",)
+  values = {((), "rec_only"): [0.1, 0.2, 0.15], ((), "rec_mim"): [0.2, 0.25],
+            (rate, "rec_mim"): [0.3, 0.35], (rate, "rec_all"): [0.4]}
+  records = [fakes.record(fakes.spec(mixture=m, seed=s, gin_bindings=g), v)
+             for (g, m), vs in values.items() for s, v in enumerate(vs)]
+  (variant,) = aggregate.rate_variants(aggregate.group_records(records))
+  p_only = aggregate.welch_p_value([0.3, 0.35], [0.1, 0.2, 0.15])
+  p_mim = aggregate.welch_p_value([0.3, 0.35], [0.2, 0.25])
+  # rec_all's one seed has the higher mean; the best mixture is the higher mean all the same.
+  text = report.rate_variant_headline(variant)
+  assert text.startswith("Against the setting at default rates, rec_all at mim=9")
+  assert "rec_only at default rates (0.1500 ± 0.0500, n=3) +166.7% (all mixtures" in text
+  # rec_all has no run at default rates, so only rec_only is a reference.
+  assert "rec_all at default rates" not in text
+  variant.variant.runs.pop("rec_all")
+  text = report.rate_variant_headline(variant)
+  assert (f"rec_only at default rates (0.1500 ± 0.0500, n=3) +116.7% "
+          f"({aggregate.format_p_value(p_only)}); rec_mim at default rates (0.2250 ± 0.0354, n=2) "
+          f"+44.4% ({aggregate.format_p_value(p_mim)})") in text
 
 
 def test_rates_section_is_left_out_without_rate_bindings(tmp_path):
