@@ -517,7 +517,7 @@ def headline(group: Group, baselines: Mapping[str, Mapping[str, Any] | None] | N
   others = {m: st for m, st in stats.items() if m != grid_lib.BASELINE_MIXTURE}
   if base is None:
     best = max(others, key=lambda m: others[m].mean)
-    return (head + f"no finished rec_only run; best mixture by {split} R@10: "
+    return (head + f"no rec_only run in this setting; best mixture by {split} R@10: "
             f"{_stat_text(best, others[best])}" + tail)
   if not others:
     return head + f"only rec_only was run: {split} R@10 {_stat_text('rec_only', base)}" + tail

@@ -219,7 +219,7 @@ def test_headline_verdict_follows_the_welch_test_not_the_spread():
 
 def test_headline_without_rec_only():
   (group,) = aggregate.group_records(_records({"rec_mlm": [0.2, 0.4]}))
-  assert "no finished rec_only run; best mixture by test R@10: rec_mlm 0.3000 ± 0.1414 (n=2)" in aggregate.headline(
+  assert "no rec_only run in this setting; best mixture by test R@10: rec_mlm 0.3000 ± 0.1414 (n=2)" in aggregate.headline(
       group, {})
 
 
